@@ -1,0 +1,113 @@
+"""Every change the plugin makes to USB (semilearn 0.3.2), applied once at import.
+
+USB is CUDA-only in a few places. On a machine with CUDA nothing below changes USB's behaviour
+except the dataset and net additions (new names only). On a machine without CUDA, the
+functions listed in ``CUDA_ONLY`` run with CPU stand-ins for the three CUDA calls they make:
+
+- ``AlgorithmBase.process_batch`` and ``AlgorithmBase.evaluate`` call ``Tensor.cuda(self.gpu)``
+  to move batches: on CPU the tensor stays where it is (the model is on the CPU too).
+- ``TimerHook.before_run`` creates ``torch.cuda.Event`` timers: on CPU, wall-clock events.
+- ``ParamUpdateHook.before_train_step`` / ``after_train_step`` call ``torch.cuda.synchronize``
+  around those timers: on CPU, nothing to wait for.
+- ``FlexMatch.load_model`` and ``FreeMatch.load_model`` move their thresholding state with
+  ``Tensor.cuda``: on CPU it stays on the CPU, so these baselines resume too.
+
+``send_model_cuda`` (which refuses CPU) is not patched: the launcher calls it only when CUDA is
+there. ``lighting.Trainer`` (``torch.cuda.set_device``) is not used.
+
+Additions, not changes:
+
+- ``semilearn.core.algorithmbase.get_dataset`` (the name ``AlgorithmBase.set_dataset`` calls) learns
+  the offline datasets ``digits`` and ``npz`` and hands every other name to USB's own function.
+- ``semilearn.nets`` gains the net builder ``digits_cnn`` so ``get_net_builder`` finds it.
+- The registry gains ``supervised``: USB's ``FullySupervised`` trained on the labeled split only
+  (USB's datasets give ``fullysupervised`` every training label, its upper bound).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+import semilearn.core.algorithmbase as algorithmbase
+import semilearn.nets
+from semilearn.core import AlgorithmBase
+from semilearn.algorithms.flexmatch import FlexMatch
+from semilearn.algorithms.freematch import FreeMatch
+from semilearn.algorithms.fullysupervised import FullySupervised
+from semilearn.core.utils import ALGORITHMS
+from semilearn.core.hooks import ParamUpdateHook, TimerHook
+
+from . import data, nets
+
+_APPLIED = False
+
+
+class WallClockEvent:
+    """CPU stand-in for ``torch.cuda.Event(enable_timing=True)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.t = time.perf_counter()
+
+    def record(self, *args: Any) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: "WallClockEvent") -> float:
+        """Milliseconds from this event to ``end``, as CUDA events report."""
+        return (end.t - self.t) * 1000.0
+
+
+def _tensor_stays(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return self
+
+
+@contextlib.contextmanager
+def cpu_stand_ins() -> Iterator[None]:
+    """Swap ``Tensor.cuda``, ``torch.cuda.Event`` and ``torch.cuda.synchronize`` for CPU
+    stand-ins while a USB function from ``CUDA_ONLY`` runs."""
+    saved = (torch.Tensor.cuda, torch.cuda.Event, torch.cuda.synchronize)
+    torch.Tensor.cuda = _tensor_stays
+    torch.cuda.Event = WallClockEvent
+    torch.cuda.synchronize = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.cuda.Event, torch.cuda.synchronize = saved
+
+
+def _on_cpu_without_cuda(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch.cuda.is_available():
+            return fn(*args, **kwargs)
+        with cpu_stand_ins():
+            return fn(*args, **kwargs)
+
+    wrapper.__wrapped_usb__ = fn
+    return wrapper
+
+
+CUDA_ONLY = [
+    (AlgorithmBase, "process_batch"),
+    (AlgorithmBase, "evaluate"),
+    (TimerHook, "before_run"),
+    (ParamUpdateHook, "before_train_step"),
+    (ParamUpdateHook, "after_train_step"),
+    (FlexMatch, "load_model"),
+    (FreeMatch, "load_model"),
+]
+
+
+def apply() -> None:
+    """Apply the patches and additions above; calling it again does nothing."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    for owner, name in CUDA_ONLY:
+        setattr(owner, name, _on_cpu_without_cuda(getattr(owner, name)))
+    algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
+    semilearn.nets.digits_cnn = nets.digits_cnn
+    ALGORITHMS.register("supervised")(FullySupervised)
+    _APPLIED = True

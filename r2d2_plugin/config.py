@@ -1,0 +1,117 @@
+"""USB's argument namespace for the launcher, built the way USB's ``train.py`` builds it
+(base options, then the chosen algorithm's ``get_argument()``, each overridden by the YAML
+config and then by the command line), and checked before anything is built or written."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import ruamel.yaml as yaml
+from semilearn.algorithms.utils import str2bool
+from semilearn.core.utils import ALGORITHMS
+
+from .data import OFFLINE_DATASETS, USB_CV_DATASETS, unknown_dataset
+from .errors import ConfigError
+
+USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k",
+                          "aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers",
+                          "yelp_review")
+
+
+def none_or(kind: type):
+    def parse(value: Any) -> Any:
+        return None if value in (None, "None", "none", "") else kind(value)
+
+    return parse
+
+
+# USB's base options: name, type, default (USB train.py's defaults).
+BASE_OPTIONS: List[tuple] = [
+    ("save_dir", str, "./saved_models"), ("save_name", str, "fixmatch"),
+    ("resume", str2bool, False), ("load_path", none_or(str), None), ("overwrite", str2bool, True),
+    ("use_tensorboard", str2bool, False), ("use_wandb", str2bool, False), ("use_aim", str2bool, False),
+    ("epoch", int, 1), ("num_train_iter", int, 20), ("num_warmup_iter", int, 0),
+    ("num_eval_iter", int, 10), ("num_log_iter", int, 5), ("num_labels", int, 400),
+    ("batch_size", int, 8), ("uratio", int, 1), ("eval_batch_size", int, 16),
+    ("ema_m", float, 0.999), ("ulb_loss_ratio", float, 1.0),
+    ("optim", str, "SGD"), ("lr", float, 3e-2), ("momentum", float, 0.9),
+    ("weight_decay", float, 5e-4), ("layer_decay", float, 1.0),
+    ("net", str, "wrn_28_2"), ("net_from_name", str2bool, False), ("use_pretrain", str2bool, False),
+    ("pretrain_path", str, ""), ("algorithm", str, "fixmatch"), ("use_cat", str2bool, True),
+    ("amp", str2bool, False), ("clip_grad", float, 0.0), ("imb_algorithm", none_or(str), None),
+    ("data_dir", str, "./data"), ("dataset", str, "cifar10"), ("num_classes", int, 10),
+    ("train_sampler", str, "RandomSampler"), ("num_workers", int, 1),
+    ("include_lb_to_ulb", str2bool, True), ("lb_imb_ratio", int, 1), ("ulb_imb_ratio", int, 1),
+    ("ulb_num_labels", none_or(int), None), ("img_size", int, 32), ("crop_ratio", float, 0.875),
+    ("max_length", int, 512), ("max_length_seconds", float, 4.0), ("sample_rate", int, 16000),
+    ("world_size", int, 1), ("rank", int, 0), ("dist_url", str, "tcp://127.0.0.1:11111"),
+    ("dist_backend", str, "nccl"), ("seed", int, 1), ("gpu", none_or(int), None),
+    ("multiprocessing_distributed", str2bool, False),
+]
+
+
+def read_yaml(path: str) -> Dict[str, Any]:
+    if not path:
+        return {}
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist", "pass --c with a USB-format YAML")
+    with open(path, "r", encoding="utf-8") as f:
+        return yaml.load(f.read(), Loader=yaml.Loader) or {}
+
+
+def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.train",
+                                     description="Train a USB algorithm (r2d2 included) from a USB YAML.")
+    parser.add_argument("--c", type=str, default="", help="USB-format YAML config")
+    for name, kind, default in BASE_OPTIONS:
+        parser.add_argument(f"--{name}", type=kind, default=default)
+    if algorithm in ALGORITHMS:
+        for option in ALGORITHMS[algorithm].get_argument():
+            parser.add_argument(option.name, type=option.type, default=option.default, help=option.help)
+    return parser
+
+
+def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """USB's namespace: defaults < YAML < command line; then ``check_config``."""
+    argv = list(argv or [])
+    first, _ = build_parser(None).parse_known_args(argv)
+    from_file = read_yaml(first.c)
+    algorithm = first.algorithm if "--algorithm" in argv else from_file.get("algorithm", first.algorithm)
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm '{algorithm}'",
+                          f"set algorithm to one of {', '.join(sorted(ALGORITHMS.keys()))}")
+    parser = build_parser(algorithm)
+    parser.set_defaults(**from_file)
+    args = parser.parse_args(argv)
+    if args.gpu == "None":
+        args.gpu = None
+    args.distributed = args.world_size > 1 or args.multiprocessing_distributed
+    check_config(args)
+    return args
+
+
+def check_config(args: argparse.Namespace) -> None:
+    """Reject bad input with the problem and the fix, before anything is built or written."""
+    known = (*OFFLINE_DATASETS, *USB_CV_DATASETS, *USB_NLP_AUDIO_DATASETS)
+    if args.dataset not in known:
+        raise unknown_dataset(args.dataset)
+    expected = USB_CV_DATASETS.get(args.dataset)
+    if expected is not None and args.num_classes != expected:
+        raise ConfigError(f"num_classes={args.num_classes} but dataset '{args.dataset}' has "
+                          f"{expected} classes", f"set num_classes: {expected}")
+    if args.num_train_iter % args.epoch:
+        raise ConfigError(f"num_train_iter={args.num_train_iter} is not a multiple of "
+                          f"epoch={args.epoch}", "choose epoch so that it divides num_train_iter")
+    if args.resume:
+        if not args.load_path or not os.path.isfile(args.load_path):
+            raise ConfigError(f"resume is on but the checkpoint load_path={args.load_path!r} "
+                              f"does not exist",
+                              "point load_path at an existing latest_model.pth, or set "
+                              "resume: False to start a new run")
+    if args.algorithm == "r2d2":
+        from .r2d2 import check_loss_options
+        from .schedule import StageSchedule
+
+        check_loss_options(args)
+        StageSchedule.from_args(args)

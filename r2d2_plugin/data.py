@@ -1,0 +1,172 @@
+"""Offline datasets served through USB's own ``BasicDataset``: ``digits`` and ``npz``.
+
+``digits`` is scikit-learn's handwritten digits (1797 images, 8x8, 10 classes), upscaled to
+16x16 RGB so that USB's weak and strong (RandAugment) views apply unchanged. A fixed, class-
+stratified third is the eval set (like CIFAR's fixed test set, so numbers across seeds are
+comparable); the labeled set (``num_labels``, class-balanced) is drawn by ``seed`` from the rest,
+and the rest is unlabeled.
+
+``npz`` reads the user's file at ``data_dir``: ``images`` (N,H,W) or (N,H,W,C) uint8, ``labels``
+(N,) with -1 for unlabeled samples, and optionally ``eval_images`` / ``eval_labels``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+from torchvision import transforms
+from semilearn.datasets.augmentation import RandAugment
+from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
+
+from .errors import ConfigError
+
+OFFLINE_DATASETS = ("digits", "npz")
+# Image datasets that USB 0.3.2's get_dataset knows, with their class counts.
+USB_CV_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "stl10": 10, "eurosat": 10,
+                   "tissuemnist": 8, "semi_aves": 200, "semi_aves_out": 200, "imagenet": 1000,
+                   "imagenet127": 127}
+DIGITS_CLASSES = 10
+DIGITS_SIZE = 16
+DIGITS_EVAL_SEED = 0
+
+
+def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 RGB images of DIGITS_SIZE x DIGITS_SIZE, and labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    scale = DIGITS_SIZE // digits.images.shape[1]
+    gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    gray = gray.repeat(scale, axis=1).repeat(scale, axis=2)
+    return np.repeat(gray[..., None], 3, axis=3), digits.target.astype(np.int64)
+
+
+def per_class_pick(labels: np.ndarray, per_class: Dict[int, int], seed: int) -> np.ndarray:
+    """Indices of ``per_class[c]`` samples of every class c, drawn with ``seed``."""
+    rng = np.random.RandomState(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in sorted(per_class.items())]
+    return np.sort(np.concatenate(picked))
+
+
+def make_transforms(size: int, crop_ratio: float, mean: np.ndarray, std: np.ndarray):
+    """USB-style weak (crop), strong (crop + RandAugment(3, 5)) and eval transforms."""
+    pad = max(1, int(size * (1 - crop_ratio)))
+    norm = [transforms.ToTensor(), transforms.Normalize(mean.tolist(), std.tolist())]
+    crop = transforms.RandomCrop(size, padding=pad, padding_mode="reflect")
+    weak = transforms.Compose([crop, *norm])
+    strong = transforms.Compose([crop, RandAugment(3, 5), *norm])
+    return weak, strong, transforms.Compose(norm)
+
+
+def build_dsets(alg: str, num_classes: int, lb: Tuple[np.ndarray, np.ndarray],
+                ulb: Tuple[np.ndarray, np.ndarray], ev: Tuple[np.ndarray, np.ndarray],
+                crop_ratio: float) -> Dict[str, Optional[BasicDataset]]:
+    """USB's dataset dict from labeled / unlabeled / eval arrays of uint8 RGB images."""
+    train = np.concatenate([lb[0], ulb[0]]).astype(np.float64) / 255.0
+    mean, std = train.mean(axis=(0, 1, 2)), train.std(axis=(0, 1, 2)) + 1e-6
+    weak, strong, plain = make_transforms(lb[0].shape[1], crop_ratio, mean, std)
+    return {
+        "train_lb": BasicDataset(alg, lb[0], lb[1], num_classes, weak, False, strong, False),
+        "train_ulb": BasicDataset(alg, ulb[0], ulb[1], num_classes, weak, True, strong, False),
+        "eval": BasicDataset(alg, ev[0], ev[1], num_classes, plain, False, None, False),
+        "test": None,
+    }
+
+
+def split_labeled(images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, lb_idx: np.ndarray,
+                  alg: str, include_lb_to_ulb: bool):
+    """Labeled and unlabeled arrays, following USB's conventions for ``include_lb_to_ulb`` and for
+    ``fullysupervised`` (which trains on every training label)."""
+    ulb_idx = train_idx if include_lb_to_ulb else np.setdiff1d(train_idx, lb_idx)
+    if alg == "fullysupervised":
+        lb_idx = train_idx
+    return (images[lb_idx], labels[lb_idx]), (images[ulb_idx], labels[ulb_idx])
+
+
+def check_num_classes(name: str, num_classes: int, found: int) -> None:
+    if num_classes != found:
+        raise ConfigError(f"num_classes={num_classes} but dataset '{name}' has {found} classes",
+                          f"set num_classes: {found}")
+
+
+def get_digits(args: Any, alg: str, num_labels: int, num_classes: int,
+               include_lb_to_ulb: bool) -> Dict[str, Optional[BasicDataset]]:
+    images, labels = digits_arrays()
+    check_num_classes("digits", num_classes, DIGITS_CLASSES)
+    counts = np.bincount(labels, minlength=DIGITS_CLASSES)
+    eval_idx = per_class_pick(labels, {c: n // 3 for c, n in enumerate(counts)}, DIGITS_EVAL_SEED)
+    train_idx = np.setdiff1d(np.arange(len(labels)), eval_idx)
+    most = int(np.bincount(labels[train_idx]).min())
+    if num_labels % num_classes or not 0 < num_labels // num_classes <= most:
+        raise ConfigError(f"num_labels={num_labels} cannot be split evenly over {num_classes} "
+                          f"digit classes with at most {most} training images each",
+                          f"use a multiple of {num_classes} between {num_classes} and {most * num_classes}")
+    rest = np.full(len(labels), -1)
+    rest[train_idx] = labels[train_idx]
+    lb_idx = per_class_pick(rest, {c: num_labels // num_classes for c in range(num_classes)}, args.seed)
+    lb, ulb = split_labeled(images, labels, train_idx, lb_idx, alg, include_lb_to_ulb)
+    return build_dsets(alg, num_classes, lb, ulb, (images[eval_idx], labels[eval_idx]), args.crop_ratio)
+
+
+def as_rgb(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ConfigError(f"npz images have dtype {images.dtype}", "store images as uint8 (0-255)")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ConfigError(f"npz images have shape {images.shape}", "store (N,H,W) or (N,H,W,1|3)")
+    return np.repeat(images, 3, axis=3) if images.shape[-1] == 1 else images
+
+
+def get_npz(args: Any, alg: str, num_classes: int, include_lb_to_ulb: bool,
+            data_dir: str) -> Dict[str, Optional[BasicDataset]]:
+    if not os.path.isfile(data_dir):
+        raise ConfigError(f"dataset 'npz' reads data_dir={data_dir!r}, which is not a file",
+                          "set data_dir to the path of your .npz file")
+    with np.load(data_dir) as f:
+        arrays = {k: f[k] for k in f.files}
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise ConfigError(f"{data_dir} has no array '{key}'",
+                              "save images (uint8) and labels (-1 = unlabeled) in the .npz")
+    images, labels = as_rgb(arrays["images"]), arrays["labels"].astype(np.int64)
+    labeled = np.flatnonzero(labels >= 0)
+    if "eval_images" in arrays:
+        ev = (as_rgb(arrays["eval_images"]), arrays["eval_labels"].astype(np.int64))
+    else:
+        per = {c: int(n) // 5 for c, n in enumerate(np.bincount(labels[labeled])) if n}
+        held = per_class_pick(np.where(labels >= 0, labels, -1), per, args.seed)
+        ev = (images[held], labels[held])
+        keep = np.setdiff1d(np.arange(len(labels)), held)
+        images, labels = images[keep], labels[keep]
+        labeled = np.flatnonzero(labels >= 0)
+    found = int(max(labels.max(), ev[1].max())) + 1
+    check_num_classes(data_dir, num_classes, found)
+    args.num_labels = len(labeled)
+    lb, ulb = split_labeled(images, labels, np.arange(len(labels)), labeled, alg, include_lb_to_ulb)
+    return build_dsets(alg, num_classes, lb, ulb, ev, args.crop_ratio)
+
+
+def unknown_dataset(name: str) -> ConfigError:
+    known = ", ".join([*OFFLINE_DATASETS, *USB_CV_DATASETS])
+    return ConfigError(f"unknown dataset '{name}'",
+                       f"set dataset to one of {known} (or a USB nlp/audio dataset), or use 'npz' "
+                       f"with data_dir pointing at your own .npz file")
+
+
+def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
+    """Wrap USB's ``get_dataset`` so it also serves ``digits`` and ``npz``."""
+
+    def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data",
+                    include_lb_to_ulb=True):
+        if dataset == "digits":
+            return get_digits(args, algorithm, num_labels, num_classes, include_lb_to_ulb)
+        if dataset == "npz":
+            return get_npz(args, algorithm, num_classes, include_lb_to_ulb, data_dir)
+        return usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
+                               include_lb_to_ulb)
+
+    get_dataset.__wrapped_usb__ = usb_get_dataset
+    return get_dataset

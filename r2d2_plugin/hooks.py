@@ -1,0 +1,81 @@
+"""USB hooks: R2's reprediction (``RepredictHook``) and the launcher's progress line."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from semilearn.core.hooks import Hook
+
+from .schedule import STAGE_NAMES
+
+
+class RepredictHook(Hook):
+    """R2, repetitive reprediction: before the iterations listed by the algorithm's schedule,
+    overwrite every store entry with the network's logits on the unlabeled set (eval mode,
+    the eval transform, no gradient). Also logs each stage boundary."""
+
+    def before_run(self, algorithm: Any) -> None:
+        algorithm.store.to(self.device(algorithm))
+        self.repredict_at = set(algorithm.schedule.repredict_iters)
+        self.stage_starts = {b: s + 1 for s, b in enumerate(algorithm.schedule.boundaries)}
+
+    @staticmethod
+    def device(algorithm: Any) -> torch.device:
+        return next(algorithm.model.parameters()).device
+
+    def before_train_step(self, algorithm: Any) -> None:
+        stage = algorithm.schedule.stage(algorithm.it)
+        if self.stage_starts.get(algorithm.it) == stage:
+            algorithm.print_fn(f"r2d2: stage {stage} ({STAGE_NAMES[stage]}) begins at iteration "
+                               f"{algorithm.it}")
+        if algorithm.it in self.repredict_at:
+            self.repredict(algorithm)
+
+    def loader(self, algorithm: Any) -> DataLoader:
+        """The unlabeled set with the eval set's transform, in index order."""
+        dset = copy.copy(algorithm.dataset_dict["train_ulb"])
+        dset.transform = algorithm.dataset_dict["eval"].transform
+        dset.is_ulb = False
+        return DataLoader(dset, batch_size=algorithm.args.eval_batch_size, shuffle=False,
+                          num_workers=algorithm.args.num_workers)
+
+    @torch.no_grad()
+    def repredict(self, algorithm: Any) -> None:
+        start = time.perf_counter()
+        model, device = algorithm.model, self.device(algorithm)
+        was_training = model.training
+        model.eval()
+        for batch in self.loader(algorithm):
+            logits = model(batch["x_lb"].to(device))["logits"]
+            algorithm.store.assign(batch["idx_lb"], logits)
+        model.train(was_training)
+        algorithm.repredictions += 1
+        algorithm.repredict_seconds += time.perf_counter() - start
+        algorithm.print_fn(f"r2d2: reprediction {algorithm.repredictions} at iteration "
+                           f"{algorithm.it}: pseudo-label acc {algorithm.store.accuracy():.4f}, "
+                           f"entropy {algorithm.store.mean_entropy():.4f}")
+
+
+class ProgressHook(Hook):
+    """One short line every ``num_log_iter`` iterations: iteration, loss, last eval top-1,
+    it/s and ETA. Registered by the launcher for every algorithm."""
+
+    def before_run(self, algorithm: Any) -> None:
+        self.start_time, self.start_it = time.perf_counter(), algorithm.it
+        self.top1 = float("nan")
+
+    def after_train_step(self, algorithm: Any) -> None:
+        log = algorithm.log_dict
+        self.top1 = log.get("eval/top-1-acc", self.top1)
+        done = algorithm.it + 1
+        if not (self.every_n_iters(algorithm, algorithm.num_log_iter) or done == algorithm.num_train_iter):
+            return
+        rate = (done - self.start_it) / max(time.perf_counter() - self.start_time, 1e-9)
+        eta = (algorithm.num_train_iter - done) / max(rate, 1e-9)
+        loss = log.get("train/total_loss", log.get("train/sup_loss", float("nan")))
+        print(f"[{algorithm.args.algorithm}] it {done}/{algorithm.num_train_iter}  loss {loss:.4f}  "
+              f"top-1 {self.top1:.4f}  {rate:.1f} it/s  ETA {int(eta // 60)}m{int(eta % 60):02d}s",
+              flush=True)

@@ -1,0 +1,229 @@
+"""R2-D2 (Wang & Wu, "Repetitive Reprediction Deep Decipher for Semi-Supervised Learning",
+AAAI 2020) as a USB algorithm, following the authors' reference code (R2D2.pytorch)."""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
+from semilearn.algorithms.utils import SSL_Argument
+from semilearn.core.algorithmbase import AlgorithmBase
+from semilearn.core.utils import ALGORITHMS
+from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
+
+from .data import unknown_dataset
+from .errors import ConfigError
+from .hooks import RepredictHook
+from .schedule import StageSchedule
+from .store import PseudoLabelStore
+
+# The reference's store step: λ = 4000 at a batch of B = 512 samples.
+REFERENCE_LAMBDA, REFERENCE_BATCH = 4000.0, 512
+
+
+def d2_loss(logits: torch.Tensor, target_logits: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """Per-sample D2 loss α·KL(f ‖ softmax(ỹ)) + β·H(f), f = softmax(z).
+
+    The paper's D2 objective (section "Deep decipher"); the order of the KL, network
+    distribution first, is the reference code's ``kl_reverse``. Gradients reach only z.
+    """
+    log_f = F.log_softmax(logits, dim=-1)
+    f = log_f.exp()
+    kl = (f * (log_f - F.log_softmax(target_logits, dim=-1))).sum(dim=-1)
+    entropy = -(f * log_f).sum(dim=-1)
+    return alpha * kl + beta * entropy
+
+
+def reference_lambda(batch_size: int, uratio: int) -> float:
+    """λ giving the reference's per-sample store step λα/B at USB's batch B = bs·(1 + uratio)."""
+    return REFERENCE_LAMBDA * batch_size * (1 + uratio) / REFERENCE_BATCH
+
+
+@ALGORITHMS.register("r2d2")
+class R2D2(AlgorithmBase):
+    """R2-D2: every unlabeled sample owns learnable pseudo-label logits (``PseudoLabelStore``),
+    the network is trained toward them and they descend the same loss (D2); R2
+    (``RepredictHook``) re-initializes them from the network's predictions on a schedule.
+
+    Stages (``StageSchedule``): 1 supervised warm-up, 2 D2, 3 D2 with repeated repredictions,
+    4 fine-tune on hard pseudo-labels. Options:
+        - r2d2_alpha, r2d2_beta: weights of the KL and entropy terms (0.1, 0.03)
+        - r2d2_lambda: store learning rate λ (default: the reference's λα/B per-sample step)
+        - r2d2_labeled_logit: logit at the true class of a labeled sample's fixed target (10)
+        - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
+    """
+
+    def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
+        check_loss_options(args)
+        self.schedule = StageSchedule.from_args(args)
+        super().__init__(args, net_builder, tb_log, logger)
+        lam = args.r2d2_lambda
+        self.init(alpha=args.r2d2_alpha, beta=args.r2d2_beta,
+                  lam=reference_lambda(args.batch_size, args.uratio) if lam is None else lam,
+                  labeled_logit=args.r2d2_labeled_logit)
+
+    def init(self, alpha: float, beta: float, lam: float, labeled_logit: float) -> None:
+        self.alpha, self.beta, self.lam, self.labeled_logit = alpha, beta, lam, labeled_logit
+        ulb = self.dataset_dict["train_ulb"]
+        self.store = PseudoLabelStore(len(ulb), self.num_classes, torch.as_tensor(np.asarray(ulb.targets)))
+        self.repredictions = 0
+        self.repredict_seconds = 0.0
+
+    def set_dataset(self) -> Dict[str, Any]:
+        """USB's datasets, with the unlabeled set serving the weak view only: R2-D2 never reads
+        the strong view, so it is not computed (USB's BasicDataset picks views by algorithm name,
+        and ``pseudolabel`` is its weak-only name)."""
+        dataset_dict = super().set_dataset()
+        if dataset_dict is None:
+            raise unknown_dataset(self.args.dataset)
+        ulb = dataset_dict["train_ulb"]
+        if not isinstance(ulb, BasicDataset):
+            raise ConfigError(f"r2d2 needs an image dataset served by USB's BasicDataset; "
+                              f"'{self.args.dataset}' gives {type(ulb).__name__}",
+                              "use a classic_cv / usb_cv dataset, digits or npz")
+        ulb.alg = "pseudolabel"
+        return dataset_dict
+
+    def set_optimizer(self):
+        """USB's optimizer; the lr follows the stage schedule instead of USB's cosine."""
+        optimizer, _ = super().set_optimizer()
+        schedule, base_lr = self.schedule, self.args.lr
+        scheduler = LambdaLR(optimizer, lambda it: schedule.lr(it) / base_lr)
+        return optimizer, scheduler
+
+    def set_hooks(self) -> None:
+        self.register_hook(RepredictHook(), "RepredictHook", "HIGHEST")
+        super().set_hooks()
+
+    def labeled_targets(self, y_lb: torch.Tensor) -> torch.Tensor:
+        """Fixed, never-updated target logits of labeled samples."""
+        return F.one_hot(y_lb, self.num_classes).float() * self.labeled_logit
+
+    def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
+                   x_ulb_w: torch.Tensor):
+        stage = self.schedule.stage(self.it)
+        num_lb = y_lb.shape[0]
+        with self.amp_cm():
+            if stage == 1:
+                outputs = self.model(x_lb)
+                feat_dict = {"x_lb": outputs["feat"]}
+                sup_loss = self.ce_loss(outputs["logits"], y_lb, reduction="mean")
+                unsup_loss = torch.zeros_like(sup_loss)
+            else:
+                outputs = self.model(torch.cat((x_lb, x_ulb_w)))
+                feat_dict = {"x_lb": outputs["feat"][:num_lb], "x_ulb_w": outputs["feat"][num_lb:]}
+                logits = outputs["logits"].float()
+                batch = logits.shape[0]
+                if stage == 4:
+                    targets = torch.cat((y_lb, self.store.hard_labels(idx_ulb)))
+                    per_sample = F.cross_entropy(logits, targets, reduction="none")
+                else:
+                    targets = torch.cat((self.labeled_targets(y_lb), self.store.read(idx_ulb)))
+                    per_sample = d2_loss(logits, targets, self.alpha, self.beta)
+                sup_loss = per_sample[:num_lb].sum() / batch
+                unsup_loss = per_sample[num_lb:].sum() / batch
+            total_loss = sup_loss + unsup_loss
+        self.check_finite(total_loss, stage)
+        if stage in (2, 3):
+            probs_ulb = torch.softmax(logits[num_lb:].detach(), dim=-1)
+            self.store.descend(idx_ulb, probs_ulb, step=self.lam * self.alpha / batch)
+
+        out_dict = self.process_out_dict(loss=total_loss, feat=feat_dict)
+        log_dict = self.process_log_dict(sup_loss=sup_loss.item(), unsup_loss=unsup_loss.item(),
+                                         total_loss=total_loss.item())
+        log_dict.update(self.r2d2_metrics(stage))
+        return out_dict, log_dict
+
+    def r2d2_metrics(self, stage: int) -> Dict[str, float]:
+        """R2-D2's metrics; the store-wide ones only on log and eval iterations."""
+        metrics = {"r2d2/stage": float(stage), "r2d2/repredictions": float(self.repredictions)}
+        done = self.it + 1
+        if done % self.num_log_iter == 0 or done % self.num_eval_iter == 0:
+            metrics["r2d2/pseudo_label_entropy"] = self.store.mean_entropy()
+            metrics["r2d2/pseudo_label_acc"] = self.store.accuracy()
+        return metrics
+
+    def check_finite(self, loss: torch.Tensor, stage: int) -> None:
+        if not torch.isfinite(loss):
+            path = f"{self.save_dir}/{self.save_name}/latest_model.pth"
+            raise FloatingPointError(
+                f"r2d2: the loss is {loss.item()} at iteration {self.it} (stage {stage}); training "
+                f"stopped before this step was applied, and the last checkpoint is untouched. Fix: "
+                f"lower lr / r2d2_lr_* or r2d2_lambda, then resume with resume: True, "
+                f"load_path: {path}")
+
+    def get_save_dict(self) -> Dict[str, Any]:
+        save_dict = super().get_save_dict()
+        save_dict["r2d2"] = {
+            "store": self.store.state_dict(),
+            "stage": self.schedule.stage(self.it),
+            "repredictions": self.repredictions,
+            "repredict_seconds": self.repredict_seconds,
+            "rng": rng_state(),
+        }
+        return save_dict
+
+    def load_model(self, load_path: str) -> Dict[str, Any]:
+        checkpoint = super().load_model(load_path)
+        if "r2d2" not in checkpoint:
+            raise ConfigError(f"{load_path} has no R2-D2 state (store, stage, repredictions)",
+                              "resume an r2d2 run from a checkpoint that r2d2 wrote")
+        state = checkpoint["r2d2"]
+        self.store.load_state_dict(state["store"])
+        self.repredictions = state["repredictions"]
+        self.repredict_seconds = state["repredict_seconds"]
+        set_rng_state(state["rng"])
+        return checkpoint
+
+    @staticmethod
+    def get_argument():
+        return [
+            SSL_Argument("--r2d2_alpha", float, 0.1, "weight α of KL(f || softmax(y~))"),
+            SSL_Argument("--r2d2_beta", float, 0.03, "weight β of the entropy H(f)"),
+            SSL_Argument("--r2d2_lambda", float, None,
+                         "store lr λ; default 4000·B/512 (the reference's step at batch B)"),
+            SSL_Argument("--r2d2_labeled_logit", float, 10.0, "true-class logit of labeled targets"),
+            SSL_Argument("--r2d2_warmup_iter", int, None, "stage 1 length (default 300/950 of all)"),
+            SSL_Argument("--r2d2_d2_iter", int, None, "stage 2 length (default 300/950)"),
+            SSL_Argument("--r2d2_r2_iter", int, None, "stage 3 length (default 300/950)"),
+            SSL_Argument("--r2d2_finetune_iter", int, None, "stage 4 length (default 50/950)"),
+            SSL_Argument("--r2d2_repredict_period", int, None,
+                         "R2 period in stage 3 (default r2d2_r2_iter / len(r2d2_lr_r2))"),
+            SSL_Argument("--r2d2_lr_d2", float, 0.12, "network lr in stage 2"),
+            SSL_Argument("--r2d2_lr_r2", str, "0.12,0.08,0.04,0.004",
+                         "network lr in each R2 period of stage 3"),
+            SSL_Argument("--r2d2_lr_finetune", float, 0.01, "stage 4 lr, cosine-decayed to 0"),
+        ]
+
+
+def check_loss_options(args: Any) -> None:
+    """Reject loss and store options outside their domain before anything is built."""
+    for name in ("r2d2_alpha", "r2d2_beta"):
+        value = getattr(args, name)
+        if not value >= 0:
+            raise ConfigError(f"{name}={value} must be >= 0",
+                              f"set {name} to a non-negative weight (paper's safe default: "
+                              f"r2d2_alpha 0.1, r2d2_beta 0.03)")
+    lam = args.r2d2_lambda
+    if lam is not None and not lam > 0:
+        raise ConfigError(f"r2d2_lambda={lam} must be > 0",
+                          "set a positive store lr, or leave r2d2_lambda unset for the reference's "
+                          f"4000·B/512 (= {reference_lambda(args.batch_size, args.uratio):g} here)")
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

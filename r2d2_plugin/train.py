@@ -1,0 +1,106 @@
+"""Launcher, the counterpart of USB's ``train.py`` (which the wheel lacks):
+
+    python -m r2d2_plugin.train --c CONFIG.yaml [--option value ...]
+
+Runs ``r2d2`` or any USB algorithm from a USB-format YAML on the CPU or one GPU, seeded, with
+USB's save_dir / save_name / resume / load_path semantics.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+import r2d2_plugin  # noqa: F401  (registers r2d2 and applies the USB patches)
+import semilearn.nets as usb_nets
+from semilearn.algorithms import get_algorithm
+from semilearn.core.utils import TBLog, count_parameters, get_net_builder, send_model_cuda
+
+from .config import get_config
+from .errors import ConfigError
+from .hooks import ProgressHook
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+
+
+def make_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def log_to_file(logger: logging.Logger, save_path: str) -> None:
+    os.makedirs(save_path, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(save_path, "log.txt"))
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s"))
+    logger.addHandler(handler)
+
+
+def build(args: Any, logger: logging.Logger) -> Any:
+    """The algorithm, on CUDA through USB's ``send_model_cuda`` when there is a GPU."""
+    if not args.net_from_name and not hasattr(usb_nets, args.net):
+        raise ConfigError(f"unknown net '{args.net}'", "use a semilearn.nets name (e.g. wrn_28_2) "
+                          "or digits_cnn, or set net_from_name: True for a torchvision model")
+    net_builder = get_net_builder(args.net, args.net_from_name)
+    alg = get_algorithm(args, net_builder, None, logger)
+    if torch.cuda.is_available():
+        alg.model = send_model_cuda(args, alg.model)
+        alg.ema_model = send_model_cuda(args, alg.ema_model, clip_batch=False)
+    return alg
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Parse, build, (resume,) train; return USB's results dict plus the final top-1."""
+    args = get_config(argv)
+    seed_everything(args.seed)
+    save_path = os.path.join(args.save_dir, args.save_name)
+    logger = make_logger(f"r2d2_plugin.{args.save_name}")
+    alg = build(args, logger)
+    if os.path.exists(save_path) and not args.resume:
+        if not args.overwrite:
+            raise ConfigError(f"{save_path} already exists", "set overwrite: True, resume: True, "
+                              "or another save_name")
+        shutil.rmtree(save_path)
+    log_to_file(logger, save_path)
+    alg.tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    logger.info(f"{args.algorithm} on {args.dataset} ({device}), "
+                f"{count_parameters(alg.model)} trainable parameters")
+    if args.resume:
+        alg.load_model(args.load_path)
+        logger.info(f"resumed from {args.load_path} at iteration {alg.it}")
+    alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")
+    alg.train()
+    results = dict(alg.results_dict)
+    results["eval/final_acc"] = alg.log_dict["eval/top-1-acc"]
+    print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
+          f"best top-1 {results['eval/best_acc']:.4f} (iteration {results['eval/best_it'] + 1})",
+          flush=True)
+    return results
+
+
+def main() -> None:
+    try:
+        run(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
