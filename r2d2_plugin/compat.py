@@ -20,8 +20,6 @@ Additions, not changes:
 - ``semilearn.core.algorithmbase.get_dataset`` (the name ``AlgorithmBase.set_dataset`` calls) learns
   the offline datasets ``digits`` and ``npz`` and hands every other name to USB's own function.
 - ``semilearn.nets`` gains the net builder ``digits_cnn`` so ``get_net_builder`` finds it.
-- The registry gains ``supervised``: USB's ``FullySupervised`` trained on the labeled split only
-  (USB's datasets give ``fullysupervised`` every training label, its upper bound).
 """
 from __future__ import annotations
 
@@ -36,8 +34,6 @@ import semilearn.nets
 from semilearn.core import AlgorithmBase
 from semilearn.algorithms.flexmatch import FlexMatch
 from semilearn.algorithms.freematch import FreeMatch
-from semilearn.algorithms.fullysupervised import FullySupervised
-from semilearn.core.utils import ALGORITHMS
 from semilearn.core.hooks import ParamUpdateHook, TimerHook
 
 from . import data, nets
@@ -109,5 +105,4 @@ def apply() -> None:
         setattr(owner, name, _on_cpu_without_cuda(getattr(owner, name)))
     algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
     semilearn.nets.digits_cnn = nets.digits_cnn
-    ALGORITHMS.register("supervised")(FullySupervised)
     _APPLIED = True

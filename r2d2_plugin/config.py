@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-import ruamel.yaml as yaml
+from ruamel.yaml import YAML
 from semilearn.algorithms.utils import str2bool
 from semilearn.core.utils import ALGORITHMS
 
@@ -57,7 +57,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist", "pass --c with a USB-format YAML")
     with open(path, "r", encoding="utf-8") as f:
-        return yaml.load(f.read(), Loader=yaml.Loader) or {}
+        return YAML(typ="safe", pure=True).load(f) or {}
 
 
 def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:

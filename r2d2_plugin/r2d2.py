@@ -215,15 +215,21 @@ def check_loss_options(args: Any) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch (and CUDA) RNG states, in types that ``torch.load`` accepts with
+    ``weights_only=True`` (USB's ``load_model`` loads with the default)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
+    name, keys, pos, has_gauss, gauss = state["numpy"]
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,65 @@
+"""Shared set-up: short R2-D2 runs on digits through USB's real trainer, on the CPU."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+
+import r2d2_plugin  # noqa: F401
+from r2d2_plugin.config import get_config
+from r2d2_plugin.train import build, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_CONFIG = str(ROOT / "configs" / "r2d2_digits_40.yaml")
+
+# 40 iterations, 10 per USB epoch, evaluation + checkpoint every 10:
+# warm-up 0-7, D2 8-15, R2 16-31 (repredict every 4), fine-tune 32-39.
+SHORT = ["--num_train_iter", "40", "--epoch", "4", "--num_eval_iter", "10", "--num_log_iter", "5",
+         "--batch_size", "8", "--uratio", "2", "--ema_m", "0.5"]
+R2D2_SHORT = ["--r2d2_lambda", "187.5", "--r2d2_warmup_iter", "8", "--r2d2_d2_iter", "8",
+              "--r2d2_r2_iter", "16", "--r2d2_repredict_period", "4", "--r2d2_finetune_iter", "8"]
+
+
+def short_argv(save_dir: Path, *extra: str, name: str = "run", r2d2: bool = True) -> List[str]:
+    """Launcher arguments for a 40-iteration run on digits (USB options only when not r2d2)."""
+    return ["--c", DIGITS_CONFIG, "--save_dir", str(save_dir), "--save_name", name, *SHORT,
+            *(R2D2_SHORT if r2d2 else []), *extra]
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def build_alg(argv: List[str]):
+    """Parse like the launcher, seed, and build the algorithm; also return its log messages."""
+    args = get_config(argv)
+    seed_everything(args.seed)
+    logger = logging.getLogger(f"test.{args.save_name}.{random.random()}")
+    logger.propagate = False
+    handler = ListHandler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return build(args, logger), handler.messages
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    np.random.seed(0)

@@ -1,0 +1,132 @@
+"""R2-D2 through USB's own training loop (``alg.train()``) on digits."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from semilearn.core.hooks import Hook
+
+from r2d2_plugin import d2_loss
+from conftest import build_alg, short_argv
+
+
+def unlabeled_logits(alg) -> torch.Tensor:
+    """The network's logits on the unlabeled set (eval mode, eval transform), computed here
+    independently of RepredictHook."""
+    ulb, transform = alg.dataset_dict["train_ulb"], alg.dataset_dict["eval"].transform
+    x = torch.stack([transform(Image.fromarray(img)) for img in ulb.data])
+    was_training = alg.model.training
+    alg.model.eval()
+    with torch.no_grad():
+        logits = alg.model(x)["logits"]
+    alg.model.train(was_training)
+    return logits
+
+
+class Recorder(Hook):
+    """Records, for every iteration, the stage logged, the store before and after the step,
+    the repredictions, and whether the store equalled the network's logits after a
+    reprediction."""
+
+    def __init__(self) -> None:
+        self.repredicted_at, self.changes, self.stages, self.match_after_repredict = [], {}, {}, []
+
+    def before_run(self, alg) -> None:
+        self.count = alg.repredictions
+
+    def before_train_step(self, alg) -> None:
+        if alg.repredictions != self.count:
+            self.count = alg.repredictions
+            self.repredicted_at.append(alg.it)
+            self.match_after_repredict.append(
+                torch.allclose(alg.store.logits, unlabeled_logits(alg), atol=1e-5))
+        self.before = alg.store.logits.clone()
+
+    def after_train_step(self, alg) -> None:
+        changed = (alg.store.logits != self.before).any(dim=1).nonzero().flatten().tolist()
+        self.changes[alg.it] = set(changed)
+        self.stages[alg.it] = int(alg.log_dict["r2d2/stage"])
+
+
+def test_all_four_stages_through_usb_train(tmp_path):
+    alg, messages = build_alg(short_argv(tmp_path))
+    recorder = Recorder()
+    alg.register_hook(recorder, "Recorder", "HIGHEST")
+    batches = {}
+    train_step = alg.train_step
+
+    def recording_train_step(x_lb, y_lb, idx_ulb, x_ulb_w):
+        batches[alg.it] = set(idx_ulb.tolist())
+        return train_step(x_lb=x_lb, y_lb=y_lb, idx_ulb=idx_ulb, x_ulb_w=x_ulb_w)
+
+    alg.train_step = recording_train_step
+    alg.train()
+
+    assert alg.it == 40
+    assert recorder.stages == {it: alg.schedule.stage(it) for it in range(40)}
+    assert [recorder.stages[it] for it in (0, 7, 8, 15, 16, 31, 32, 39)] == [1, 1, 2, 2, 3, 3, 4, 4]
+    for stage, start in ((1, 0), (2, 8), (3, 16), (4, 32)):
+        assert any(f"stage {stage}" in m and f"iteration {start}" in m for m in messages)
+
+    assert recorder.repredicted_at == [8, 16, 20, 24, 28, 32] == alg.schedule.repredict_iters
+    assert alg.repredictions == 6
+    assert all(recorder.match_after_repredict)
+
+    for it, changed in recorder.changes.items():
+        if recorder.stages[it] in (2, 3):
+            assert changed, f"no store entry moved at D2 iteration {it}"
+            assert changed <= batches[it], f"iteration {it} moved entries outside its batch"
+        else:
+            assert not changed, f"the store moved in stage {recorder.stages[it]} (iteration {it})"
+
+    assert 0.0 <= alg.log_dict["r2d2/pseudo_label_acc"] <= 1.0
+    assert alg.log_dict["r2d2/pseudo_label_entropy"] >= 0.0
+    assert alg.log_dict["train/unsup_loss"] > 0.0 and alg.log_dict["train/sup_loss"] >= 0.0
+    checkpoint = torch.load(tmp_path / "run" / "latest_model.pth", map_location="cpu", weights_only=False)
+    assert torch.equal(checkpoint["r2d2"]["store"]["logits"], alg.store.logits)
+    assert checkpoint["r2d2"]["repredictions"] == 6 and checkpoint["r2d2"]["stage"] == 4
+
+
+def test_r2d2_learns_digits_with_40_labels(tmp_path):
+    """300 iterations (warm-up 120, D2 60, R2 100, fine-tune 20) take the network and the
+    pseudo-labels far above chance (10 %)."""
+    alg, messages = build_alg(short_argv(
+        tmp_path, "--num_train_iter", "300", "--epoch", "10", "--num_eval_iter", "50",
+        "--r2d2_warmup_iter", "120", "--r2d2_d2_iter", "60", "--r2d2_r2_iter", "100",
+        "--r2d2_repredict_period", "25", "--r2d2_finetune_iter", "20", "--ema_m", "0.9",
+        "--batch_size", "16", "--uratio", "3", "--r2d2_lambda", "500"))
+    alg.train()
+    assert alg.log_dict["eval/top-1-acc"] > 0.4
+    assert alg.log_dict["r2d2/pseudo_label_acc"] > 0.45
+    first = next(m for m in messages if m.startswith("r2d2: reprediction 1 "))
+    assert "iteration 120" in first
+
+
+def test_one_store_update_is_lambda_times_autograd_gradient(tmp_path):
+    alg, _ = build_alg(short_argv(tmp_path, "--r2d2_warmup_iter", "0", "--r2d2_d2_iter", "16"))
+    assert alg.schedule.stage(0) == 2
+    generator = torch.Generator().manual_seed(0)
+    alg.store.logits = torch.randn(alg.store.logits.shape, generator=generator) * 3
+    data_lb, data_ulb = next(zip(alg.loader_dict["train_lb"], alg.loader_dict["train_ulb"]))
+    batch = alg.process_batch(**data_lb, **data_ulb)
+    idx = batch["idx_ulb"]
+    assert len(set(idx.tolist())) == len(idx)
+
+    x = torch.cat((batch["x_lb"], batch["x_ulb_w"]))
+    with torch.no_grad():
+        logits = alg.model(x)["logits"]
+    target_ulb = alg.store.read(idx).clone().requires_grad_(True)
+    targets = torch.cat((alg.labeled_targets(batch["y_lb"]), target_ulb))
+    loss = d2_loss(logits, targets, alg.alpha, alg.beta).mean()
+    (grad,) = torch.autograd.grad(loss, target_ulb)
+
+    before = alg.store.logits.clone()
+    _, log_dict = alg.train_step(**batch)
+    after = alg.store.logits
+
+    assert np.isclose(log_dict["train/total_loss"], loss.item(), rtol=1e-5)
+    torch.testing.assert_close(after[idx], before[idx] - alg.lam * grad, rtol=1e-5, atol=1e-6)
+    untouched = torch.ones(len(before), dtype=torch.bool)
+    untouched[idx] = False
+    assert torch.equal(after[untouched], before[untouched])
+    assert grad.abs().max() > 1e-4
