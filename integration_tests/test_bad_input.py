@@ -1,0 +1,77 @@
+"""Bad input gets a ConfigError naming the problem and the fix; a finished run's files stay."""
+from __future__ import annotations
+
+import pytest
+import torch
+from semilearn.core.hooks import Hook
+
+from r2d2_plugin import ConfigError
+from r2d2_plugin.train import run
+from conftest import build_alg, file_digest, short_argv
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A finished 40-iteration r2d2 run whose checkpoints must survive every bad call."""
+    root = tmp_path_factory.mktemp("saved")
+    run(short_argv(root, name="kept"))
+    files = sorted((root / "kept").glob("*.pth"))
+    assert files
+    return root, {f: file_digest(f) for f in files}
+
+
+BAD = {
+    "unknown dataset": (["--dataset", "cifar11"], "unknown dataset 'cifar11'"),
+    "unknown algorithm": (["--algorithm", "fixmatchh"], "unknown algorithm 'fixmatchh'"),
+    "alpha < 0": (["--r2d2_alpha", "-0.1"], "r2d2_alpha=-0.1 must be >= 0"),
+    "beta < 0": (["--r2d2_beta", "-0.03"], "r2d2_beta=-0.03 must be >= 0"),
+    "lambda = 0": (["--r2d2_lambda", "0"], "r2d2_lambda=0.0 must be > 0"),
+    "lambda < 0": (["--r2d2_lambda", "-5"], "r2d2_lambda=-5.0 must be > 0"),
+    "stages do not fit": (["--r2d2_r2_iter", "30"], "add up to 54, not num_train_iter=40"),
+    "negative stage": (["--r2d2_warmup_iter", "-8", "--r2d2_r2_iter", "32"], "r2d2_warmup_iter=-8 is negative"),
+    "num_classes vs digits": (["--num_classes", "9"], "num_classes=9 but dataset 'digits' has 10 classes"),
+    "num_classes vs cifar": (["--dataset", "cifar100"], "num_classes=10 but dataset 'cifar100' has 100"),
+    "num_labels vs digits": (["--num_labels", "45"], "num_labels=45 cannot be split evenly"),
+    "missing checkpoint": (["--resume", "True", "--load_path", "nowhere/latest_model.pth"],
+                           "load_path='nowhere/latest_model.pth' does not exist"),
+    "unknown net": (["--net", "wrn_99"], "unknown net 'wrn_99'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_named_with_its_fix_and_saved_work_stays(case, saved_run):
+    root, digests = saved_run
+    argv, problem = BAD[case]
+    with pytest.raises(ConfigError) as err:
+        run(short_argv(root, *argv, name="kept"))
+    assert problem in str(err.value)
+    assert "Fix:" in str(err.value)
+    assert {f: file_digest(f) for f in digests} == digests
+
+
+class PoisonAt(Hook):
+    """At a given iteration the weights go NaN, as a diverging run's would."""
+
+    def __init__(self, it: int) -> None:
+        self.at = it
+
+    def before_train_step(self, alg) -> None:
+        if alg.it == self.at:
+            with torch.no_grad():
+                next(alg.model.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path):
+    alg, _ = build_alg(short_argv(tmp_path, name="nan"))
+
+    alg.register_hook(PoisonAt(25), "PoisonAt", "LOWEST")
+    with pytest.raises(FloatingPointError) as err:
+        alg.train()
+    message = str(err.value)
+    assert "loss is nan at iteration 25 (stage 3)" in message and "Fix:" in message
+    latest = tmp_path / "nan" / "latest_model.pth"
+    checkpoint = torch.load(latest, map_location="cpu", weights_only=False)
+    assert checkpoint["it"] == 20
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    assert torch.isfinite(checkpoint["r2d2"]["store"]["logits"]).all()
+    assert torch.isfinite(alg.store.logits).all()
