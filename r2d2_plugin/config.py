@@ -100,6 +100,11 @@ def check_config(args: argparse.Namespace) -> None:
     if expected is not None and args.num_classes != expected:
         raise ConfigError(f"num_classes={args.num_classes} but dataset '{args.dataset}' has "
                           f"{expected} classes", f"set num_classes: {expected}")
+    if args.distributed:
+        raise ConfigError("multi-GPU / multi-process training (multiprocessing_distributed: True or "
+                          "world_size > 1) is not supported by this launcher yet",
+                          "set multiprocessing_distributed: False and world_size: 1 (one process, "
+                          "CPU or one GPU chosen with gpu: 0)")
     if args.num_train_iter % args.epoch:
         raise ConfigError(f"num_train_iter={args.num_train_iter} is not a multiple of "
                           f"epoch={args.epoch}", "choose epoch so that it divides num_train_iter")

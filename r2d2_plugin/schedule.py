@@ -87,6 +87,10 @@ class StageSchedule:
         if self.repredict_period < 1:
             raise ConfigError(f"r2d2_repredict_period={self.repredict_period} must be >= 1",
                               "set it to a positive iteration count (default: r2d2_r2_iter / 4)")
+        if self.r2_iter and self.repredict_period > self.r2_iter:
+            raise ConfigError(f"r2d2_repredict_period={self.repredict_period} is longer than the R2 "
+                              f"stage (r2d2_r2_iter={self.r2_iter})",
+                              "choose a period <= r2d2_r2_iter")
         if not self.lr_r2:
             raise ConfigError("r2d2_lr_r2 is empty", "give one lr per R2 repredict period, "
                               "e.g. [0.12, 0.08, 0.04, 0.004]")
@@ -118,13 +122,19 @@ class StageSchedule:
     @property
     def repredict_iters(self) -> List[int]:
         """Iterations before which R2 overwrites the store with fresh predictions: the start of D2,
-        every ``repredict_period`` iterations of R2, and the start of the fine-tune."""
+        the start of each R2 period, and the start of the fine-tune."""
         _, b2, b3, b4 = self.boundaries
         its = {b2}
-        its.update(range(b3, b4, self.repredict_period))
+        its.update(b3 + k * self.repredict_period for k in range(self.r2_repredictions))
         if self.finetune_iter > 0:
             its.add(b4)
         return sorted(its)
+
+    @property
+    def r2_repredictions(self) -> int:
+        """Repredictions in stage 3: one every ``repredict_period`` iterations, the last period
+        taking the remainder of ``r2_iter``."""
+        return self.r2_iter // self.repredict_period
 
     def lr(self, it: int) -> float:
         """Network learning rate at iteration ``it``."""
@@ -136,5 +146,6 @@ class StageSchedule:
         if stage == 2:
             return self.lr_d2
         if stage == 3:
-            return self.lr_r2[min((it - b3) // self.repredict_period, len(self.lr_r2) - 1)]
+            period = min((it - b3) // self.repredict_period, self.r2_repredictions - 1)
+            return self.lr_r2[min(period, len(self.lr_r2) - 1)]
         return self.lr_finetune * 0.5 * (1.0 + math.cos(math.pi * (it - b4) / self.finetune_iter))

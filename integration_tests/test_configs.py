@@ -1,0 +1,42 @@
+"""Every shipped config parses through the launcher's USB parser and its r2d2 options validate."""
+from __future__ import annotations
+
+import pytest
+
+from r2d2_plugin import make_configs
+from r2d2_plugin.config import get_config
+from r2d2_plugin.r2d2 import reference_lambda
+from r2d2_plugin.schedule import StageSchedule
+from conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_classic_cv_configs_are_what_the_generator_writes(tmp_path):
+    make_configs.main(["--out", str(tmp_path)])
+    made = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
+    shipped = {p.name: p.read_text() for p in (ROOT / "configs" / "classic_cv").glob("*.yaml")}
+    assert len(made) == 12 and made == shipped
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_parses_and_validates(path):
+    args = get_config(["--c", str(path)])
+    assert args.algorithm == "r2d2"
+    schedule = StageSchedule.from_args(args)
+    assert sum((schedule.warmup_iter, schedule.d2_iter, schedule.r2_iter,
+                schedule.finetune_iter)) == args.num_train_iter
+    r2_repredictions = [it for it in schedule.repredict_iters
+                        if schedule.stage(it) == 3]
+    assert len(r2_repredictions) == 4
+    assert args.r2d2_lambda == pytest.approx(reference_lambda(args.batch_size, args.uratio))
+    assert (args.r2d2_alpha, args.r2d2_beta) == (0.1, 0.03)
+
+
+def test_cifar10_4000_follows_the_reference_proportions():
+    args = get_config(["--c", str(ROOT / "configs" / "classic_cv" / "r2d2_cifar10_4000_0.yaml")])
+    schedule = StageSchedule.from_args(args)
+    lengths = (schedule.warmup_iter, schedule.d2_iter, schedule.r2_iter, schedule.finetune_iter)
+    assert [round(n / args.num_train_iter * 950) for n in lengths] == [300, 300, 300, 50]
+    assert args.r2d2_lambda == 4000.0 and args.net == "wrn_28_2" and args.num_labels == 4000
+    assert [schedule.lr(it) for it in schedule.repredict_iters[1:5]] == [0.12, 0.08, 0.04, 0.004]

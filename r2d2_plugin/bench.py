@@ -1,0 +1,99 @@
+"""Run several algorithms x seeds on the same config through the launcher and tabulate them.
+
+    python -m r2d2_plugin.bench --c configs/r2d2_digits_40.yaml \\
+        --algorithms r2d2 supervised fixmatch --seeds 0 1 2 --out results/digits_40
+
+Every run uses the config's split, net, batch sizes and iteration budget; only ``algorithm``,
+``seed`` and ``save_name`` change. A run already in ``runs.csv`` is not run again, so an
+interrupted suite resumes. Writes ``runs.csv``, ``table.md`` and ``COMMAND`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import shlex
+import sys
+import time
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .train import run
+
+FIELDS = ["algorithm", "seed", "num_labels", "error_pct", "best_top1", "final_top1",
+          "train_seconds", "step_seconds", "peak_rss_mb"]
+
+
+def read_rows(path: str) -> List[Dict[str, str]]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def one_run(config: str, algorithm: str, seed: int, save_dir: str, extra: Sequence[str]) -> Dict[str, object]:
+    argv = ["--c", config, "--algorithm", algorithm, "--seed", str(seed), "--save_dir", save_dir,
+            "--save_name", f"{algorithm}_seed{seed}", *extra]
+    start = time.perf_counter()
+    results = run(argv)
+    seconds = time.perf_counter() - start
+    from .config import get_config
+
+    args = get_config(argv)
+    return {"algorithm": algorithm, "seed": seed, "num_labels": args.num_labels,
+            "error_pct": round(100 * (1 - results["eval/final_acc"]), 2),
+            "best_top1": round(results["eval/best_acc"], 4),
+            "final_top1": round(results["eval/final_acc"], 4),
+            "train_seconds": round(seconds, 1), "step_seconds": round(seconds / args.num_train_iter, 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def markdown(rows: List[Dict[str, str]], title: str) -> str:
+    """USB-style table: mean ± std of error % over seeds (final EMA top-1), best in bold."""
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
+    stats = {}
+    for alg in algorithms:
+        errs = np.array([float(r["error_pct"]) for r in rows if r["algorithm"] == alg])
+        steps = np.array([float(r["step_seconds"]) for r in rows if r["algorithm"] == alg])
+        stats[alg] = (errs.mean(), errs.std(), len(errs), steps.mean())
+    best = min(v[0] for v in stats.values())
+    lines = [f"### {title}", "", "| algorithm | error % (mean ± std) | seeds | s / step |",
+             "|---|---|---|---|"]
+    for alg, (mean, std, n, step) in stats.items():
+        cell = f"{mean:.2f} ± {std:.2f}"
+        lines.append(f"| {alg} | {'**' + cell + '**' if mean == best else cell} | {n} | {step:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.bench")
+    parser.add_argument("--c", required=True)
+    parser.add_argument("--algorithms", nargs="+", default=["r2d2", "supervised", "fixmatch"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", required=True)
+    args, extra = parser.parse_known_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "COMMAND"), "w") as f:
+        f.write("python -m r2d2_plugin.bench " + " ".join(shlex.quote(a) for a in argv) + "\n")
+    csv_path = os.path.join(args.out, "runs.csv")
+    rows = read_rows(csv_path)
+    todo = [(a, s) for a in args.algorithms for s in args.seeds
+            if not any(r["algorithm"] == a and int(r["seed"]) == s for r in rows)]
+    for i, (algorithm, seed) in enumerate(todo, 1):
+        print(f"=== bench {i}/{len(todo)}: {algorithm} seed {seed}", flush=True)
+        rows.append(one_run(args.c, algorithm, seed, os.path.join(args.out, "runs"), extra))
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    table = markdown(rows, f"{os.path.basename(args.c)}: error % on the eval set (final EMA weights)")
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
