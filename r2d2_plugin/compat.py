@@ -1,8 +1,8 @@
 """Every change the plugin makes to USB (semilearn 0.3.2), applied once at import.
 
-USB is CUDA-only in a few places. On a machine with CUDA nothing below changes USB's behaviour
-except the dataset and net additions (new names only). On a machine without CUDA, the
-functions listed in ``CUDA_ONLY`` run with CPU stand-ins for the three CUDA calls they make:
+USB is CUDA-only in a few places. On a machine with CUDA none of USB's functions is replaced
+(only the dataset and net additions below, new names only, are made). On a machine without
+CUDA, the functions listed in ``CUDA_ONLY`` run with CPU stand-ins for the CUDA calls they make:
 
 - ``AlgorithmBase.process_batch`` and ``AlgorithmBase.evaluate`` call ``Tensor.cuda(self.gpu)``
   to move batches: on CPU the tensor stays where it is (the model is on the CPU too).
@@ -73,11 +73,11 @@ def cpu_stand_ins() -> Iterator[None]:
         torch.Tensor.cuda, torch.cuda.Event, torch.cuda.synchronize = saved
 
 
-def _on_cpu_without_cuda(fn: Callable) -> Callable:
+def with_cpu_stand_ins(fn: Callable) -> Callable:
+    """``fn`` run inside ``cpu_stand_ins()``; the USB original stays on ``__wrapped_usb__``."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if torch.cuda.is_available():
-            return fn(*args, **kwargs)
         with cpu_stand_ins():
             return fn(*args, **kwargs)
 
@@ -101,8 +101,9 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    for owner, name in CUDA_ONLY:
-        setattr(owner, name, _on_cpu_without_cuda(getattr(owner, name)))
+    if not torch.cuda.is_available():
+        for owner, name in CUDA_ONLY:
+            setattr(owner, name, with_cpu_stand_ins(getattr(owner, name)))
     algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
     semilearn.nets.digits_cnn = nets.digits_cnn
     _APPLIED = True
