@@ -25,6 +25,7 @@ from semilearn.core.utils import TBLog, count_parameters, get_net_builder, send_
 from .config import get_config
 from .errors import ConfigError
 from .hooks import ProgressHook
+from .wandb_logging import LeaderboardWandbHook
 
 
 def seed_everything(seed: int) -> None:
@@ -53,12 +54,17 @@ def log_to_file(logger: logging.Logger, save_path: str) -> None:
 
 
 def build(args: Any, logger: logging.Logger) -> Any:
-    """The algorithm, on CUDA through USB's ``send_model_cuda`` when there is a GPU."""
+    """The algorithm, on CUDA through USB's ``send_model_cuda`` when there is a GPU; with
+    ``use_wandb`` it logs through ``LeaderboardWandbHook`` instead of USB's ``WANDBHook``."""
     if not args.net_from_name and not hasattr(usb_nets, args.net):
         raise ConfigError(f"unknown net '{args.net}'", "use a semilearn.nets name (e.g. wrn_28_2) "
                           "or digits_cnn, or set net_from_name: True for a torchvision model")
     net_builder = get_net_builder(args.net, args.net_from_name)
+    use_wandb, args.use_wandb = args.use_wandb, False
     alg = get_algorithm(args, net_builder, None, logger)
+    args.use_wandb = use_wandb
+    if use_wandb:
+        alg.register_hook(LeaderboardWandbHook(), "WANDBHook", "LOWEST")
     if torch.cuda.is_available():
         alg.model = send_model_cuda(args, alg.model)
         alg.ema_model = send_model_cuda(args, alg.ema_model, clip_batch=False)
