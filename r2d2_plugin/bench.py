@@ -5,25 +5,32 @@
 
 Every run uses the config's split, net, batch sizes and iteration budget; only ``algorithm``,
 ``seed`` and ``save_name`` change. A run already in ``runs.csv`` is not run again, so an
-interrupted suite resumes. Writes ``runs.csv``, ``table.md`` and ``COMMAND`` to ``--out``.
+interrupted suite resumes. Writes to ``--out``: ``runs.csv`` (one row per run), ``table.md``
+(mean ± std error %), ``curves/<algorithm>_seed<seed>.csv``, ``top1_vs_iteration.png``,
+``r2d2_pseudo_labels.png`` (when r2d2 ran) and ``COMMAND``.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import os
 import resource
 import shlex
+import shutil
 import sys
 import time
 from typing import Dict, List, Sequence
 
 import numpy as np
 
+from .config import get_config
+from .schedule import StageSchedule
+
 from .train import run
 
 FIELDS = ["algorithm", "seed", "num_labels", "error_pct", "best_top1", "final_top1",
-          "train_seconds", "step_seconds", "peak_rss_mb"]
+          "train_seconds", "step_seconds", "process_peak_rss_mb"]
 
 
 def read_rows(path: str) -> List[Dict[str, str]]:
@@ -33,21 +40,22 @@ def read_rows(path: str) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def one_run(config: str, algorithm: str, seed: int, save_dir: str, extra: Sequence[str]) -> Dict[str, object]:
-    argv = ["--c", config, "--algorithm", algorithm, "--seed", str(seed), "--save_dir", save_dir,
-            "--save_name", f"{algorithm}_seed{seed}", *extra]
+def one_run(config: str, algorithm: str, seed: int, out: str, extra: Sequence[str]) -> Dict[str, object]:
+    name = f"{algorithm}_seed{seed}"
+    argv = ["--c", config, "--algorithm", algorithm, "--seed", str(seed),
+            "--save_dir", os.path.join(out, "runs"), "--save_name", name, *extra]
+    args = get_config(argv)
     start = time.perf_counter()
     results = run(argv)
     seconds = time.perf_counter() - start
-    from .config import get_config
-
-    args = get_config(argv)
+    os.makedirs(os.path.join(out, "curves"), exist_ok=True)
+    shutil.copy(os.path.join(out, "runs", name, "curves.csv"), os.path.join(out, "curves", f"{name}.csv"))
     return {"algorithm": algorithm, "seed": seed, "num_labels": args.num_labels,
             "error_pct": round(100 * (1 - results["eval/final_acc"]), 2),
             "best_top1": round(results["eval/best_acc"], 4),
             "final_top1": round(results["eval/final_acc"], 4),
             "train_seconds": round(seconds, 1), "step_seconds": round(seconds / args.num_train_iter, 4),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def markdown(rows: List[Dict[str, str]], title: str) -> str:
@@ -67,6 +75,62 @@ def markdown(rows: List[Dict[str, str]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_curves(out: str, algorithm: str) -> List[Dict[str, np.ndarray]]:
+    curves = []
+    for path in sorted(glob.glob(os.path.join(out, "curves", f"{algorithm}_seed*.csv"))):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        curves.append({k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]})
+    return curves
+
+
+def seed_mean(curves: List[Dict[str, np.ndarray]], key: str):
+    """Iterations where ``key`` was logged, and its mean over seeds there."""
+    it = curves[0]["iteration"]
+    values = np.stack([c[key] for c in curves])
+    keep = ~np.isnan(values).any(axis=0)
+    return it[keep], values[:, keep].mean(axis=0)
+
+
+def plot(out: str, algorithms: Sequence[str], config: str, extra: Sequence[str]) -> None:
+    """Top-1 vs iteration for every algorithm; R2-D2's pseudo-label entropy and accuracy with
+    the repredictions marked. Curves are means over the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for algorithm in algorithms:
+        curves = read_curves(out, algorithm)
+        if curves:
+            ax.plot(*seed_mean(curves, "eval/top-1-acc"), label=f"{algorithm} ({len(curves)} seeds)")
+    ax.set(xlabel="iteration", ylabel="eval top-1 (EMA)", title=os.path.basename(out))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "top1_vs_iteration.png"), dpi=120)
+    plt.close(fig)
+
+    curves = read_curves(out, "r2d2")
+    if not curves:
+        return
+    schedule = StageSchedule.from_args(get_config(["--c", config, "--algorithm", "r2d2", *extra]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in zip(axes, ("r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc"),
+                              ("mean entropy of softmax(ỹ) (nats)", "pseudo-label accuracy")):
+        ax.plot(*seed_mean(curves, key), color="C0")
+        for i, it in enumerate(schedule.repredict_iters):
+            ax.axvline(it, color="C3", ls="--", lw=0.8, label="reprediction" if i == 0 else None)
+        ax.set(xlabel="iteration", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"R2-D2 pseudo-labels ({len(curves)} seeds, mean)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "r2d2_pseudo_labels.png"), dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.bench")
@@ -84,7 +148,7 @@ def main(argv: Sequence[str] = None) -> None:
             if not any(r["algorithm"] == a and int(r["seed"]) == s for r in rows)]
     for i, (algorithm, seed) in enumerate(todo, 1):
         print(f"=== bench {i}/{len(todo)}: {algorithm} seed {seed}", flush=True)
-        rows.append(one_run(args.c, algorithm, seed, os.path.join(args.out, "runs"), extra))
+        rows.append(one_run(args.c, algorithm, seed, args.out, extra))
         with open(csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
@@ -92,6 +156,7 @@ def main(argv: Sequence[str] = None) -> None:
     table = markdown(rows, f"{os.path.basename(args.c)}: error % on the eval set (final EMA weights)")
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table)
+    plot(args.out, args.algorithms, args.c, extra)
     print(table)
 
 

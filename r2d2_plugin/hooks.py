@@ -1,7 +1,10 @@
-"""USB hooks: R2's reprediction (``RepredictHook``) and the launcher's progress line."""
+"""USB hooks: R2's reprediction (``RepredictHook``), and the launcher's progress line and
+learning curves."""
 from __future__ import annotations
 
 import copy
+import csv
+import os
 import time
 from typing import Any
 
@@ -79,3 +82,27 @@ class ProgressHook(Hook):
         print(f"[{algorithm.args.algorithm}] it {done}/{algorithm.num_train_iter}  loss {loss:.4f}  "
               f"top-1 {self.top1:.4f}  {rate:.1f} it/s  ETA {int(eta // 60)}m{int(eta % 60):02d}s",
               flush=True)
+
+
+class CurveHook(Hook):
+    """Appends ``curves.csv`` in the run's folder on every log and eval iteration: iteration,
+    eval top-1 (eval iterations) and the R2-D2 metrics when the algorithm has them.
+    Registered by the launcher for every algorithm."""
+
+    KEYS = ["eval/top-1-acc", "r2d2/stage", "r2d2/repredictions", "r2d2/pseudo_label_entropy",
+            "r2d2/pseudo_label_acc"]
+
+    def before_run(self, algorithm: Any) -> None:
+        self.path = os.path.join(algorithm.save_dir, algorithm.save_name, "curves.csv")
+        if not (algorithm.resume and os.path.isfile(self.path)):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(["iteration", *self.KEYS])
+
+    def after_train_step(self, algorithm: Any) -> None:
+        if not (self.every_n_iters(algorithm, algorithm.num_log_iter)
+                or self.every_n_iters(algorithm, algorithm.num_eval_iter)):
+            return
+        log = algorithm.log_dict
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([algorithm.it + 1, *(log.get(k, "") for k in self.KEYS)])

@@ -24,7 +24,7 @@ from semilearn.core.utils import TBLog, count_parameters, get_net_builder, send_
 
 from .config import get_config
 from .errors import ConfigError
-from .hooks import ProgressHook
+from .hooks import CurveHook, ProgressHook
 from .wandb_logging import LeaderboardWandbHook
 
 
@@ -92,6 +92,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         alg.load_model(args.load_path)
         logger.info(f"resumed from {args.load_path} at iteration {alg.it}")
     alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")
+    alg.register_hook(CurveHook(), "CurveHook", "LOWEST")
     alg.train()
     results = dict(alg.results_dict)
     results["eval/final_acc"] = alg.log_dict["eval/top-1-acc"]
