@@ -47,6 +47,10 @@ def make_logger(name: str) -> logging.Logger:
 
 
 def log_to_file(logger: logging.Logger, save_path: str) -> None:
+    """Log to ``save_path/log.txt`` (only: a file handler of an earlier run is removed)."""
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(handler)
+        handler.close()
     os.makedirs(save_path, exist_ok=True)
     handler = logging.FileHandler(os.path.join(save_path, "log.txt"))
     handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s"))
