@@ -197,6 +197,8 @@ def main(argv: Sequence[str] = None) -> None:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+    order = {a: i for i, a in enumerate(args.algorithms)}
+    rows.sort(key=lambda r: (order.get(r["algorithm"], len(order)), r["algorithm"], int(r["seed"])))
     table = markdown(rows, f"{os.path.basename(args.c)}: error % on the eval set") + r2d2_cost(rows, args.out)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table)
