@@ -96,8 +96,8 @@ def test_r2d2_learns_digits_with_40_labels(tmp_path):
         "--r2d2_repredict_period", "25", "--r2d2_finetune_iter", "20", "--ema_m", "0.9",
         "--batch_size", "16", "--uratio", "3", "--r2d2_lambda", "500"))
     alg.train()
-    assert alg.log_dict["eval/top-1-acc"] > 0.4
-    assert alg.log_dict["r2d2/pseudo_label_acc"] > 0.45
+    assert alg.log_dict["eval/top-1-acc"] > 0.6
+    assert alg.log_dict["r2d2/pseudo_label_acc"] > 0.6
     first = next(m for m in messages if m.startswith("r2d2: reprediction 1 "))
     assert "iteration 120" in first
 
