@@ -40,3 +40,12 @@ def test_cifar10_4000_follows_the_reference_proportions():
     assert [round(n / args.num_train_iter * 950) for n in lengths] == [300, 300, 300, 50]
     assert args.r2d2_lambda == 4000.0 and args.net == "wrn_28_2" and args.num_labels == 4000
     assert [schedule.lr(it) for it in schedule.repredict_iters[1:5]] == [0.12, 0.08, 0.04, 0.004]
+
+
+def test_d2_without_r2_keeps_the_lr_steps_and_drops_only_stage_3_repredictions():
+    config = str(ROOT / "configs" / "r2d2_digits_40.yaml")
+    with_r2 = StageSchedule.from_args(get_config(["--c", config]))
+    without = StageSchedule.from_args(get_config(["--c", config, "--r2d2_use_r2", "False"]))
+    assert with_r2.repredict_iters == [600, 1200, 1350, 1500, 1650, 1800]
+    assert without.repredict_iters == [600, 1800]
+    assert [without.lr(it) for it in range(1900)] == [with_r2.lr(it) for it in range(1900)]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
-from semilearn.algorithms.utils import SSL_Argument
+from semilearn.algorithms.utils import SSL_Argument, str2bool
 from semilearn.core.algorithmbase import AlgorithmBase
 from semilearn.core.utils import ALGORITHMS
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
@@ -54,6 +54,7 @@ class R2D2(AlgorithmBase):
         - r2d2_lambda: store learning rate λ (default: the reference's λα/B per-sample step)
         - r2d2_labeled_logit: logit at the true class of a labeled sample's fixed target (10)
         - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
+        - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
     """
 
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
@@ -196,6 +197,8 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_lr_r2", str, "0.12,0.08,0.04,0.004",
                          "network lr in each R2 period of stage 3"),
             SSL_Argument("--r2d2_lr_finetune", float, 0.01, "stage 4 lr, cosine-decayed to 0"),
+            SSL_Argument("--r2d2_use_r2", str2bool, True,
+                         "False: stage 3 keeps its lr steps but does not repredict (ablation)"),
         ]
 
 

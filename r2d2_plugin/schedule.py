@@ -45,6 +45,7 @@ class StageSchedule:
     lr_d2: float
     lr_r2: List[float] = field(default_factory=list)
     lr_finetune: float = 0.01
+    use_r2: bool = True
 
     @classmethod
     def from_args(cls, args: Any) -> "StageSchedule":
@@ -64,7 +65,7 @@ class StageSchedule:
             period = max(1, lengths[2] // max(1, len(lr_r2)))
         schedule = cls(*lengths, repredict_period=int(period), lr_warmup=float(args.lr),
                        lr_d2=float(args.r2d2_lr_d2), lr_r2=lr_r2,
-                       lr_finetune=float(args.r2d2_lr_finetune))
+                       lr_finetune=float(args.r2d2_lr_finetune), use_r2=bool(args.r2d2_use_r2))
         schedule.validate(total)
         return schedule
 
@@ -122,10 +123,12 @@ class StageSchedule:
     @property
     def repredict_iters(self) -> List[int]:
         """Iterations before which R2 overwrites the store with fresh predictions: the start of D2,
-        the start of each R2 period, and the start of the fine-tune."""
+        the start of each R2 period (unless ``use_r2`` is off: D2 without R2, an ablation), and
+        the start of the fine-tune."""
         _, b2, b3, b4 = self.boundaries
         its = {b2}
-        its.update(b3 + k * self.repredict_period for k in range(self.r2_repredictions))
+        if self.use_r2:
+            its.update(b3 + k * self.repredict_period for k in range(self.r2_repredictions))
         if self.finetune_iter > 0:
             its.add(b4)
         return sorted(its)

@@ -1,0 +1,77 @@
+"""The paper's flattening claim, measured: D2 with R2 against D2 without R2 (same budget).
+
+    python -m r2d2_plugin.flattening --with-r2 results/digits_40 \\
+        --without-r2 results/digits_40_no_r2 --out results/flattening_digits_40
+
+Reads the r2d2 curves of two bench suites that differ only in ``r2d2_use_r2`` and writes
+``flattening.png`` (pseudo-label entropy and accuracy vs iteration, seed means) and ``table.md``
+(both at the end of D2 and of each R2 period, and the final error %), with ``COMMAND``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from .bench import column, read_curves, read_rows, seed_mean
+
+KEYS = (("r2d2/pseudo_label_entropy", "pseudo-label entropy (nats)"),
+        ("r2d2/pseudo_label_acc", "pseudo-label accuracy"))
+
+
+def value_at(curves, key: str, iteration: int) -> float:
+    its, mean = seed_mean(curves, key)
+    return float(mean[np.flatnonzero(its <= iteration)[-1]])
+
+
+def main(argv: Sequence[str] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.flattening")
+    parser.add_argument("--with-r2", required=True)
+    parser.add_argument("--without-r2", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--at", nargs="+", type=int, default=[1200, 1350, 1500, 1650, 1800],
+                        help="iterations done to tabulate (default: the end of digits_40's D2 "
+                             "stage and of each R2 period, just before each reprediction)")
+    args = parser.parse_args(argv)
+    suites = {"D2 + R2": args.with_r2, "D2 without R2": args.without_r2}
+    curves = {name: read_curves(path, "r2d2") for name, path in suites.items()}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "COMMAND"), "w") as f:
+        f.write("python -m r2d2_plugin.flattening " + " ".join(shlex.quote(a) for a in argv) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (key, label) in zip(axes, KEYS):
+        for name, c in curves.items():
+            ax.plot(*seed_mean(c, key), label=f"{name} ({len(c)} seeds)")
+        ax.set(xlabel="iteration", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Pseudo-labels with and without repetitive reprediction (seed means)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "flattening.png"), dpi=120)
+    plt.close(fig)
+
+    lines = ["| run | " + " | ".join(f"it {i}: entropy / acc" for i in args.at)
+             + " | final error % (mean ± std) |", "|---|" + "---|" * (len(args.at) + 1)]
+    for name, c in curves.items():
+        cells = [f"{value_at(c, KEYS[0][0], i):.3f} / {value_at(c, KEYS[1][0], i):.3f}" for i in args.at]
+        err = column(read_rows(os.path.join(suites[name], "runs.csv")), "r2d2", "error_pct")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {err.mean():.2f} ± {err.std():.2f} |")
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
