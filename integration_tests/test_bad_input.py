@@ -35,6 +35,8 @@ BAD = {
     "missing checkpoint": (["--resume", "True", "--load_path", "nowhere/latest_model.pth"],
                            "load_path='nowhere/latest_model.pth' does not exist"),
     "unknown net": (["--net", "wrn_99"], "unknown net 'wrn_99'"),
+    "R2 periods do not fit": (["--r2d2_repredict_period", "8"], "holds fewer than len(r2d2_lr_r2)=4"),
+    "lr = 0": (["--lr", "0"], "lr=0.0 must be > 0 for r2d2"),
 }
 
 

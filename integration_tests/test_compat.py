@@ -20,7 +20,7 @@ def test_cpu_patches_wrap_usb_functions_and_restore_torch(tmp_path):
 
     alg, _ = build_alg(short_argv(tmp_path, "--num_train_iter", "10", "--epoch", "1",
                                   "--r2d2_warmup_iter", "2", "--r2d2_d2_iter", "2",
-                                  "--r2d2_r2_iter", "4", "--r2d2_repredict_period", "2",
+                                  "--r2d2_r2_iter", "4", "--r2d2_repredict_period", "1",
                                   "--r2d2_finetune_iter", "2"))
     alg.train()
     assert (torch.Tensor.cuda, torch.cuda.Event, torch.cuda.synchronize) == genuine

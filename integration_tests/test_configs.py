@@ -49,3 +49,11 @@ def test_d2_without_r2_keeps_the_lr_steps_and_drops_only_stage_3_repredictions()
     assert with_r2.repredict_iters == [600, 1200, 1350, 1500, 1650, 1800]
     assert without.repredict_iters == [600, 1800]
     assert [without.lr(it) for it in range(1900)] == [with_r2.lr(it) for it in range(1900)]
+
+
+def test_a_run_without_fine_tune_ends_at_lr_zero():
+    config = str(ROOT / "configs" / "r2d2_digits_40.yaml")
+    schedule = StageSchedule.from_args(get_config(
+        ["--c", config, "--r2d2_finetune_iter", "0", "--r2d2_r2_iter", "700"]))
+    assert schedule.repredict_iters == [600, 1200, 1350, 1500, 1650]
+    assert schedule.lr(1899) == 0.0005 and schedule.lr(1900) == 0.0

@@ -84,8 +84,6 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser(algorithm)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
-    if args.gpu == "None":
-        args.gpu = None
     args.distributed = args.world_size > 1 or args.multiprocessing_distributed
     check_config(args)
     return args

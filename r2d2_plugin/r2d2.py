@@ -142,7 +142,7 @@ class R2D2(AlgorithmBase):
         """R2-D2's metrics; the store-wide ones only on log and eval iterations."""
         metrics = {"r2d2/stage": float(stage), "r2d2/repredictions": float(self.repredictions)}
         done = self.it + 1
-        if done % self.num_log_iter == 0 or done % self.num_eval_iter == 0:
+        if any(n > 0 and done % n == 0 for n in (self.num_log_iter, self.num_eval_iter)):
             metrics["r2d2/pseudo_label_entropy"] = self.store.mean_entropy()
             metrics["r2d2/pseudo_label_acc"] = self.store.accuracy()
         return metrics
@@ -160,7 +160,7 @@ class R2D2(AlgorithmBase):
         save_dict = super().get_save_dict()
         save_dict["r2d2"] = {
             "store": self.store.state_dict(),
-            "stage": self.schedule.stage(self.it),
+            "stage": self.schedule.stage(self.it),  # of the last finished iteration; informational
             "repredictions": self.repredictions,
             "repredict_seconds": self.repredict_seconds,
             "rng": rng_state(),
@@ -187,12 +187,14 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_lambda", float, None,
                          "store lr λ; default 4000·B/512 (the reference's step at batch B)"),
             SSL_Argument("--r2d2_labeled_logit", float, 10.0, "true-class logit of labeled targets"),
-            SSL_Argument("--r2d2_warmup_iter", int, None, "stage 1 length (default 300/950 of all)"),
-            SSL_Argument("--r2d2_d2_iter", int, None, "stage 2 length (default 300/950)"),
-            SSL_Argument("--r2d2_r2_iter", int, None, "stage 3 length (default 300/950)"),
-            SSL_Argument("--r2d2_finetune_iter", int, None, "stage 4 length (default 50/950)"),
+            SSL_Argument("--r2d2_warmup_iter", int, None,
+                         "stage 1 length (all four unset: num_train_iter split 300:300:300:50)"),
+            SSL_Argument("--r2d2_d2_iter", int, None, "stage 2 length"),
+            SSL_Argument("--r2d2_r2_iter", int, None, "stage 3 length"),
+            SSL_Argument("--r2d2_finetune_iter", int, None, "stage 4 length"),
             SSL_Argument("--r2d2_repredict_period", int, None,
-                         "R2 period in stage 3 (default r2d2_r2_iter / len(r2d2_lr_r2))"),
+                         "length of the len(r2d2_lr_r2) R2 periods, the last taking the remainder "
+                         "(default r2d2_r2_iter / len(r2d2_lr_r2))"),
             SSL_Argument("--r2d2_lr_d2", float, 0.12, "network lr in stage 2"),
             SSL_Argument("--r2d2_lr_r2", str, "0.12,0.08,0.04,0.004",
                          "network lr in each R2 period of stage 3"),

@@ -88,14 +88,19 @@ class StageSchedule:
         if self.repredict_period < 1:
             raise ConfigError(f"r2d2_repredict_period={self.repredict_period} must be >= 1",
                               "set it to a positive iteration count (default: r2d2_r2_iter / 4)")
-        if self.r2_iter and self.repredict_period > self.r2_iter:
-            raise ConfigError(f"r2d2_repredict_period={self.repredict_period} is longer than the R2 "
-                              f"stage (r2d2_r2_iter={self.r2_iter})",
-                              "choose a period <= r2d2_r2_iter")
         if not self.lr_r2:
             raise ConfigError("r2d2_lr_r2 is empty", "give one lr per R2 repredict period, "
                               "e.g. [0.12, 0.08, 0.04, 0.004]")
-        for name, lr in [("lr", self.lr_warmup), ("r2d2_lr_d2", self.lr_d2),
+        if self.r2_iter and self.r2_iter // self.repredict_period < len(self.lr_r2):
+            raise ConfigError(f"the R2 stage (r2d2_r2_iter={self.r2_iter}) holds fewer than "
+                              f"len(r2d2_lr_r2)={len(self.lr_r2)} periods of "
+                              f"r2d2_repredict_period={self.repredict_period} iterations",
+                              "shorten r2d2_repredict_period, lengthen r2d2_r2_iter or give fewer "
+                              "r2d2_lr_r2 values")
+        if not self.lr_warmup > 0:
+            raise ConfigError(f"lr={self.lr_warmup} must be > 0 for r2d2 (it is the warm-up lr and "
+                              "the base of the stage schedule)", "set lr to a positive number")
+        for name, lr in [("r2d2_lr_d2", self.lr_d2),
                          ("r2d2_lr_finetune", self.lr_finetune)] + [("r2d2_lr_r2", v) for v in self.lr_r2]:
             if not lr >= 0:
                 raise ConfigError(f"{name}={lr} is not a learning rate >= 0",
@@ -135,9 +140,9 @@ class StageSchedule:
 
     @property
     def r2_repredictions(self) -> int:
-        """Repredictions in stage 3: one every ``repredict_period`` iterations, the last period
-        taking the remainder of ``r2_iter``."""
-        return self.r2_iter // self.repredict_period
+        """R2 periods in stage 3, each starting with a reprediction: one per ``lr_r2`` value,
+        ``repredict_period`` iterations each, the last taking the remainder of ``r2_iter``."""
+        return min(self.r2_iter // self.repredict_period, len(self.lr_r2))
 
     def lr(self, it: int) -> float:
         """Network learning rate at iteration ``it``."""
@@ -149,6 +154,8 @@ class StageSchedule:
         if stage == 2:
             return self.lr_d2
         if stage == 3:
-            period = min((it - b3) // self.repredict_period, self.r2_repredictions - 1)
-            return self.lr_r2[min(period, len(self.lr_r2) - 1)]
-        return self.lr_finetune * 0.5 * (1.0 + math.cos(math.pi * (it - b4) / self.finetune_iter))
+            return self.lr_r2[min((it - b3) // self.repredict_period, self.r2_repredictions - 1)]
+        if self.finetune_iter == 0:
+            return 0.0
+        done = min(it - b4, self.finetune_iter)
+        return self.lr_finetune * 0.5 * (1.0 + math.cos(math.pi * done / self.finetune_iter))

@@ -44,9 +44,11 @@ class PseudoLabelStore:
         ∂L/∂ỹ_i = (α/B)(softmax(ỹ_i) − f_i), so ỹ_i ← ỹ_i − λ·∂L/∂ỹ_i is
         ỹ_i ← ỹ_i − step·(softmax(ỹ_i) − f_i) with ``step`` = λα/B. Its fixed point
         softmax(ỹ_i) = f_i is the paper's exponential link between pseudo-labels and network
-        predictions (ỹ equals the network's logits up to a constant).
+        predictions (ỹ equals the network's logits up to a constant). An index that appears twice
+        in a batch (USB's sampler chains shuffles) takes the step of its last occurrence, as the
+        reference's store does, on CPU and CUDA alike.
         """
-        idx = idx.to(self.device)
+        idx, probs = last_occurrence(idx.to(self.device), probs)
         current = self.logits.index_select(0, idx)
         grad = torch.softmax(current, dim=-1) - probs.detach().to(current)
         self.logits[idx] = current - step * grad
@@ -78,3 +80,14 @@ class PseudoLabelStore:
                               "resume with the dataset, num_labels, seed and num_classes of the run "
                               "that wrote the checkpoint")
         self.logits = logits.to(self.logits)
+
+
+def last_occurrence(idx: torch.Tensor, rows: torch.Tensor):
+    """``idx`` without repeats, each with the row of its last occurrence."""
+    unique, inverse = torch.unique(idx, return_inverse=True)
+    if len(unique) == len(idx):
+        return idx, rows
+    position = torch.arange(len(idx), device=idx.device)
+    last = torch.full((len(unique),), -1, dtype=torch.long, device=idx.device)
+    last = last.scatter_reduce(0, inverse, position, reduce="amax")
+    return idx[last], rows[last]

@@ -99,7 +99,8 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     alg.register_hook(CurveHook(), "CurveHook", "LOWEST")
     alg.train()
     results = dict(alg.results_dict)
-    results["eval/final_acc"] = alg.log_dict["eval/top-1-acc"]
+    final = alg.log_dict.get("eval/top-1-acc")
+    results["eval/final_acc"] = alg.evaluate("eval")["eval/top-1-acc"] if final is None else final
     print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
           f"best top-1 {results['eval/best_acc']:.4f} (iteration {results['eval/best_it'] + 1})",
           flush=True)
