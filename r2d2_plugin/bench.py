@@ -44,17 +44,16 @@ def one_run(config: str, algorithm: str, seed: int, out: str, extra: Sequence[st
     name = f"{algorithm}_seed{seed}"
     argv = ["--c", config, "--algorithm", algorithm, "--seed", str(seed),
             "--save_dir", os.path.join(out, "runs"), "--save_name", name, *extra]
-    args = get_config(argv)
     start = time.perf_counter()
     results = run(argv)
     seconds = time.perf_counter() - start
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
     shutil.copy(os.path.join(out, "runs", name, "curves.csv"), os.path.join(out, "curves", f"{name}.csv"))
-    return {"algorithm": algorithm, "seed": seed, "num_labels": args.num_labels,
+    return {"algorithm": algorithm, "seed": seed, "num_labels": results["num_labels"],
             "error_pct": round(100 * (1 - results["eval/final_acc"]), 2),
             "best_top1": round(results["eval/best_acc"], 4),
             "final_top1": round(results["eval/final_acc"], 4),
-            "train_seconds": round(seconds, 1), "step_seconds": round(seconds / args.num_train_iter, 4),
+            "train_seconds": round(seconds, 1), "step_seconds": round(seconds / results["num_train_iter"], 4),
             "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -189,16 +188,21 @@ def main(argv: Sequence[str] = None) -> None:
     rows = read_rows(csv_path)
     todo = [(a, s) for a in args.algorithms for s in args.seeds
             if not any(r["algorithm"] == a and int(r["seed"]) == s for r in rows)]
+    order = {a: i for i, a in enumerate(args.algorithms)}
+
+    def rank(row: Dict[str, str]) -> tuple:
+        return order.get(row["algorithm"], len(order)), row["algorithm"], int(row["seed"])
+
+    rows.sort(key=rank)
     for i, (algorithm, seed) in enumerate(todo, 1):
         print(f"=== bench {i}/{len(todo)}: {algorithm} seed {seed}; suite ETA {suite_eta(rows, todo[i - 1:])}",
               flush=True)
         rows.append(one_run(args.c, algorithm, seed, args.out, extra))
+        rows.sort(key=rank)
         with open(csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-    order = {a: i for i, a in enumerate(args.algorithms)}
-    rows.sort(key=lambda r: (order.get(r["algorithm"], len(order)), r["algorithm"], int(r["seed"])))
     table = markdown(rows, f"{os.path.basename(args.c)}: error % on the eval set") + r2d2_cost(rows, args.out)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table)

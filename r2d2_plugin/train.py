@@ -76,7 +76,8 @@ def build(args: Any, logger: logging.Logger) -> Any:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Parse, build, (resume,) train; return USB's results dict plus the final top-1."""
+    """Parse, build, (resume,) train; return USB's results dict plus the final top-1, the
+    number of labels (as the dataset set it) and the iteration budget."""
     args = get_config(argv)
     seed_everything(args.seed)
     save_path = os.path.join(args.save_dir, args.save_name)
@@ -98,7 +99,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")
     alg.register_hook(CurveHook(), "CurveHook", "LOWEST")
     alg.train()
-    results = dict(alg.results_dict)
+    results = dict(alg.results_dict, num_labels=args.num_labels, num_train_iter=args.num_train_iter)
     final = alg.log_dict.get("eval/top-1-acc")
     results["eval/final_acc"] = alg.evaluate("eval")["eval/top-1-acc"] if final is None else final
     print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
