@@ -1,36 +1,45 @@
-"""Run several algorithms x seeds on the same config through the launcher and tabulate them.
+"""Run several algorithms x label counts x seeds on one config through the launcher and tabulate.
 
-    python -m r2d2_plugin.bench --c configs/r2d2_digits_40.yaml \\
-        --algorithms r2d2 supervised fixmatch --seeds 0 1 2 --out results/digits_40
+    python -m r2d2_plugin.bench --c configs/r2d2_digits_40.yaml --num_labels 40 100 \\
+        --algorithms r2d2 supervised fixmatch --seeds 0 1 2 --jobs 2 --out results/digits
 
 Every run uses the config's split, net, batch sizes and iteration budget; only ``algorithm``,
-``seed`` and ``save_name`` change. A run already in ``runs.csv`` is not run again, so an
-interrupted suite resumes. Writes to ``--out``: ``runs.csv`` (one row per run), ``table.md``
-(mean ± std error %), ``curves/<algorithm>_seed<seed>.csv``, ``top1_vs_iteration.png``,
-``r2d2_pseudo_labels.png`` (when r2d2 ran) and ``COMMAND``.
+``num_labels``, ``seed`` and ``save_name`` change (other ``--option value`` pairs go to every
+run). Each run is a fresh spawned process; ``--jobs`` of them run side by side. A run already in
+``runs.csv`` is not run again, so an interrupted suite resumes. Writes to ``--out``:
+``runs.csv`` (one row per run), ``table.md`` (mean ± std error % per label count, cost of
+R2-D2), ``curves/<algorithm>_<num_labels>_seed<seed>.csv``, ``top1_vs_iteration.png``,
+``r2d2_pseudo_labels.png`` (when r2d2 ran), ``COMMAND``; run folders and console logs under
+``runs/`` (not committed).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import glob
+import multiprocessing
 import os
 import resource
 import shlex
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List, Sequence
 
 import numpy as np
 
+from semilearn.core.utils import ALGORITHMS
+
 from .config import get_config
+from .r2d2 import R2D2
 from .schedule import StageSchedule
 
 from .train import run
 
-FIELDS = ["algorithm", "seed", "num_labels", "error_pct", "best_top1", "final_top1",
-          "train_seconds", "step_seconds", "process_peak_rss_mb"]
+FIELDS = ["algorithm", "num_labels", "seed", "error_pct", "best_top1", "final_top1",
+          "train_seconds", "step_seconds", "torch_threads", "process_peak_rss_mb"]
 
 
 def read_rows(path: str) -> List[Dict[str, str]]:
@@ -40,20 +49,53 @@ def read_rows(path: str) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def one_run(config: str, algorithm: str, seed: int, out: str, extra: Sequence[str]) -> Dict[str, object]:
-    name = f"{algorithm}_seed{seed}"
-    argv = ["--c", config, "--algorithm", algorithm, "--seed", str(seed),
-            "--save_dir", os.path.join(out, "runs"), "--save_name", name, *extra]
-    start = time.perf_counter()
-    results = run(argv)
-    seconds = time.perf_counter() - start
+def run_name(algorithm: str, num_labels: int, seed: int) -> str:
+    return f"{algorithm}_{num_labels}_seed{seed}"
+
+
+def options_for(algorithm: str, extra: Sequence[str]) -> List[str]:
+    """``extra`` without the ``--r2d2_* value`` pairs when ``algorithm`` is not R2-D2 (USB's
+    baselines do not accept them)."""
+    if issubclass(ALGORITHMS[algorithm], R2D2):
+        return list(extra)
+    kept, skip = [], False
+    for token in extra:
+        if token.startswith("--r2d2_"):
+            skip = "=" not in token
+        elif skip:
+            skip = False
+        else:
+            kept.append(token)
+    return kept
+
+
+def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, extra: Sequence[str],
+            threads: int) -> Dict[str, object]:
+    """One launcher run in this (fresh, spawned) process with ``threads`` torch threads; its
+    console output goes to ``out/runs/<name>.out``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    name = run_name(algorithm, num_labels, seed)
+    argv = ["--c", config, "--algorithm", algorithm, "--seed", str(seed), "--num_labels", str(num_labels),
+            "--save_dir", os.path.join(out, "runs"), "--save_name", name, *options_for(algorithm, extra)]
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    log_path = os.path.join(out, "runs", f"{name}.out")
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        start = time.perf_counter()
+        try:
+            results = run(argv)
+        except SystemExit as err:
+            raise RuntimeError(f"run {name} stopped ({err}); its output is in {log_path}") from None
+        seconds = time.perf_counter() - start
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
     shutil.copy(os.path.join(out, "runs", name, "curves.csv"), os.path.join(out, "curves", f"{name}.csv"))
-    return {"algorithm": algorithm, "seed": seed, "num_labels": results["num_labels"],
+    return {"algorithm": algorithm, "num_labels": results["num_labels"], "seed": seed,
             "error_pct": round(100 * (1 - results["eval/final_acc"]), 2),
             "best_top1": round(results["eval/best_acc"], 4),
             "final_top1": round(results["eval/final_acc"], 4),
             "train_seconds": round(seconds, 1), "step_seconds": round(seconds / results["num_train_iter"], 4),
+            "torch_threads": threads,
             "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -92,7 +134,7 @@ def r2d2_cost(rows: List[Dict[str, str]], out: str) -> str:
 
     shares, sizes = [], set()
     for r in rows:
-        path = os.path.join(out, "runs", f"{r['algorithm']}_seed{r['seed']}", "latest_model.pth")
+        path = os.path.join(out, "runs", run_name(r["algorithm"], r["num_labels"], r["seed"]), "latest_model.pth")
         if r["algorithm"] != "r2d2" or not os.path.isfile(path):
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)["r2d2"]
@@ -107,9 +149,9 @@ def r2d2_cost(rows: List[Dict[str, str]], out: str) -> str:
             f"{nbytes} bytes ({nbytes / 2**20:.3f} MiB).\n")
 
 
-def read_curves(out: str, algorithm: str) -> List[Dict[str, np.ndarray]]:
+def read_curves(out: str, algorithm: str, num_labels: int) -> List[Dict[str, np.ndarray]]:
     curves = []
-    for path in sorted(glob.glob(os.path.join(out, "curves", f"{algorithm}_seed*.csv"))):
+    for path in sorted(glob.glob(os.path.join(out, "curves", f"{run_name(algorithm, num_labels, '*')}.csv"))):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         curves.append({k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]})
@@ -124,53 +166,76 @@ def seed_mean(curves: List[Dict[str, np.ndarray]], key: str):
     return it[keep], values[:, keep].mean(axis=0)
 
 
-def plot(out: str, algorithms: Sequence[str], config: str, extra: Sequence[str]) -> None:
+def plot(out: str, algorithms: Sequence[str], label_counts: Sequence[int], config: str,
+         extra: Sequence[str]) -> None:
     """Top-1 vs iteration for every algorithm; R2-D2's pseudo-label entropy and accuracy with
-    the repredictions marked. Curves are means over the seeds."""
+    the repredictions marked. One panel (row) per label count; curves are means over the seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for algorithm in algorithms:
-        curves = read_curves(out, algorithm)
-        if curves:
-            ax.plot(*seed_mean(curves, "eval/top-1-acc"), label=f"{algorithm} ({len(curves)} seeds)")
-    ax.set(xlabel="iteration", ylabel="eval top-1 (EMA)", title=os.path.basename(out))
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(label_counts), figsize=(6.5 * len(label_counts), 4.5), squeeze=False)
+    for ax, num_labels in zip(axes[0], label_counts):
+        for algorithm in algorithms:
+            curves = read_curves(out, algorithm, num_labels)
+            if curves:
+                ax.plot(*seed_mean(curves, "eval/top-1-acc"), label=f"{algorithm} ({len(curves)} seeds)")
+        ax.set(xlabel="iteration", ylabel="eval top-1 (EMA)", title=f"{num_labels} labels")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(os.path.basename(os.path.normpath(out)))
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "top1_vs_iteration.png"), dpi=120)
+    fig.savefig(os.path.join(out, "top1_vs_iteration.png"), dpi=110)
     plt.close(fig)
 
-    curves = read_curves(out, "r2d2")
-    if not curves:
+    with_r2d2 = [n for n in label_counts if read_curves(out, "r2d2", n)]
+    if not with_r2d2:
         return
     schedule = StageSchedule.from_args(get_config(["--c", config, "--algorithm", "r2d2", *extra]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in zip(axes, ("r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc"),
-                              ("mean entropy of softmax(ỹ) (nats)", "pseudo-label accuracy")):
-        ax.plot(*seed_mean(curves, key), color="C0")
-        for i, it in enumerate(schedule.repredict_iters):
-            ax.axvline(it, color="C3", ls="--", lw=0.8, label="reprediction" if i == 0 else None)
-        ax.set(xlabel="iteration", ylabel=label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"R2-D2 pseudo-labels ({len(curves)} seeds, mean)")
+    fig, axes = plt.subplots(len(with_r2d2), 2, figsize=(11, 3.6 * len(with_r2d2)), squeeze=False)
+    for row, num_labels in zip(axes, with_r2d2):
+        curves = read_curves(out, "r2d2", num_labels)
+        for ax, key, label in zip(row, ("r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc"),
+                                  ("entropy of softmax(ỹ) (nats)", "pseudo-label accuracy")):
+            ax.plot(*seed_mean(curves, key), color="C0")
+            for i, it in enumerate(schedule.repredict_iters):
+                ax.axvline(it, color="C3", ls="--", lw=0.8, label="reprediction" if i == 0 else None)
+            ax.set(xlabel="iteration", ylabel=label, title=f"{num_labels} labels, {len(curves)} seeds (mean)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.suptitle("R2-D2 pseudo-labels")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "r2d2_pseudo_labels.png"), dpi=120)
+    fig.savefig(os.path.join(out, "r2d2_pseudo_labels.png"), dpi=110)
     plt.close(fig)
 
 
-def suite_eta(rows: List[Dict[str, str]], todo: Sequence[tuple]) -> str:
-    """Time left for ``todo``, from the mean time of finished runs of each algorithm."""
+def suite_eta(rows: List[Dict[str, str]], todo: Sequence[tuple], jobs: int) -> str:
+    """Time left for ``todo`` ((algorithm, num_labels, seed) tuples) on ``jobs`` workers, from
+    the mean time of finished runs of each algorithm."""
     if not rows:
         return "unknown until the first run ends"
     overall = np.mean([float(r["train_seconds"]) for r in rows])
     left = sum(column(rows, a, "train_seconds").mean() if any(r["algorithm"] == a for r in rows)
-               else overall for a, _ in todo)
-    return f"{int(left // 60)} min"
+               else overall for a, _, _ in todo)
+    return f"{int(left / jobs // 60)} min"
+
+
+def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: Sequence[str]) -> str:
+    with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tables = []
+    for num_labels in args.num_labels:
+        some = [r for r in rows if int(r["num_labels"]) == num_labels]
+        if some:
+            tables.append(markdown(some, f"{args.dataset}, {num_labels} labels: error % on the eval set")
+                          + r2d2_cost(some, args.out))
+    table = "\n".join(tables)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table)
+    return table
 
 
 def main(argv: Sequence[str] = None) -> None:
@@ -178,35 +243,45 @@ def main(argv: Sequence[str] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.bench")
     parser.add_argument("--c", required=True)
     parser.add_argument("--algorithms", nargs="+", default=["r2d2", "supervised", "fixmatch"])
+    parser.add_argument("--num_labels", nargs="+", type=int, help="label counts (default: the config's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs in parallel, each with cpu_count // jobs torch threads")
     parser.add_argument("--out", required=True)
     args, extra = parser.parse_known_args(argv)
+    for algorithm in args.algorithms:
+        config = get_config(["--c", args.c, "--algorithm", algorithm, *options_for(algorithm, extra)])
+    args.num_labels = args.num_labels or [config.num_labels]
+    args.dataset = config.dataset
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "COMMAND"), "w") as f:
         f.write("python -m r2d2_plugin.bench " + " ".join(shlex.quote(a) for a in argv) + "\n")
-    csv_path = os.path.join(args.out, "runs.csv")
-    rows = read_rows(csv_path)
-    todo = [(a, s) for a in args.algorithms for s in args.seeds
-            if not any(r["algorithm"] == a and int(r["seed"]) == s for r in rows)]
+    rows = read_rows(os.path.join(args.out, "runs.csv"))
+    done = {(r["algorithm"], int(r["num_labels"]), int(r["seed"])) for r in rows}
+    todo = [(a, n, s) for n in args.num_labels for s in args.seeds for a in args.algorithms
+            if (a, n, s) not in done]
     order = {a: i for i, a in enumerate(args.algorithms)}
 
     def rank(row: Dict[str, str]) -> tuple:
-        return order.get(row["algorithm"], len(order)), row["algorithm"], int(row["seed"])
+        return int(row["num_labels"]), order.get(row["algorithm"], len(order)), row["algorithm"], int(row["seed"])
 
-    rows.sort(key=rank)
-    for i, (algorithm, seed) in enumerate(todo, 1):
-        print(f"=== bench {i}/{len(todo)}: {algorithm} seed {seed}; suite ETA {suite_eta(rows, todo[i - 1:])}",
-              flush=True)
-        rows.append(one_run(args.c, algorithm, seed, args.out, extra))
-        rows.sort(key=rank)
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-    table = markdown(rows, f"{os.path.basename(args.c)}: error % on the eval set") + r2d2_cost(rows, args.out)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table)
-    plot(args.out, args.algorithms, args.c, extra)
+    print(f"=== bench: {len(todo)} runs to do ({len(done)} done), {args.jobs} at a time with {threads} "
+          f"torch thread(s) each; suite ETA {suite_eta(rows, todo, args.jobs)}", flush=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(one_run, args.c, a, n, s, args.out, extra, threads): (a, n, s) for a, n, s in todo}
+        for i, future in enumerate(as_completed(futures), 1):
+            row = {k: str(v) for k, v in future.result().items()}
+            rows.append(row)
+            rows.sort(key=rank)
+            write_outputs(rows, args, extra)
+            left = [t for f, t in futures.items() if not f.done()]
+            print(f"=== bench {i}/{len(todo)}: {run_name(row['algorithm'], row['num_labels'], row['seed'])} "
+                  f"error {row['error_pct']} % in {row['train_seconds']} s; "
+                  f"suite ETA {suite_eta(rows, left, args.jobs)}", flush=True)
+    table = write_outputs(rows, args, extra)
+    plot(args.out, args.algorithms, args.num_labels, args.c, extra)
     print(table)
 
 
