@@ -3,7 +3,7 @@ AAAI 2020) as a USB algorithm, following the authors' reference code (R2D2.pytor
 from __future__ import annotations
 
 import random
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from .data import unknown_dataset
 from .errors import ConfigError
 from .hooks import RepredictHook
 from .schedule import StageSchedule
-from .store import PseudoLabelStore
+from .store import PseudoLabelStore, check_store_options
 
 # The reference's store step: λ = 4000 at a batch of B = 512 samples.
 REFERENCE_LAMBDA, REFERENCE_BATCH = 4000.0, 512
@@ -55,7 +55,12 @@ class R2D2(AlgorithmBase):
         - r2d2_labeled_logit: logit at the true class of a labeled sample's fixed target (10)
         - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
         - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
+        - r2d2_store_dtype (fp32 | bf16 | fp16), r2d2_store_device (device | cpu_pinned): how the
+          store is kept (``PseudoLabelStore``)
     """
+
+    # The unlabeled views USB's BasicDataset serves, chosen by algorithm name: weak only.
+    ULB_VIEWS = "pseudolabel"
 
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_loss_options(args)
@@ -69,14 +74,15 @@ class R2D2(AlgorithmBase):
     def init(self, alpha: float, beta: float, lam: float, labeled_logit: float) -> None:
         self.alpha, self.beta, self.lam, self.labeled_logit = alpha, beta, lam, labeled_logit
         ulb = self.dataset_dict["train_ulb"]
-        self.store = PseudoLabelStore(len(ulb), self.num_classes, torch.as_tensor(np.asarray(ulb.targets)))
+        self.store = PseudoLabelStore(len(ulb), self.num_classes, torch.as_tensor(np.asarray(ulb.targets)),
+                                      dtype=self.args.r2d2_store_dtype, place=self.args.r2d2_store_device)
         self.repredictions = 0
         self.repredict_seconds = 0.0
 
     def set_dataset(self) -> Dict[str, Any]:
         """USB's datasets, with the unlabeled set serving the weak view only: R2-D2 never reads
         the strong view, so it is not computed (USB's BasicDataset picks views by algorithm name,
-        and ``pseudolabel`` is its weak-only name)."""
+        and ``pseudolabel`` is its weak-only name; ``ULB_VIEWS``)."""
         dataset_dict = super().set_dataset()
         if dataset_dict is None:
             raise unknown_dataset(self.args.dataset)
@@ -85,7 +91,7 @@ class R2D2(AlgorithmBase):
             raise ConfigError(f"r2d2 needs an image dataset served by USB's BasicDataset; "
                               f"'{self.args.dataset}' gives {type(ulb).__name__}",
                               "use a classic_cv / usb_cv dataset, digits or npz")
-        ulb.alg = "pseudolabel"
+        ulb.alg = self.ULB_VIEWS
         return dataset_dict
 
     def set_optimizer(self):
@@ -105,8 +111,15 @@ class R2D2(AlgorithmBase):
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
                    x_ulb_w: torch.Tensor):
+        return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w)
+
+    def d2_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
+                x_ulb_w: torch.Tensor, x_ulb_s: Optional[torch.Tensor] = None):
+        """One step of the current stage. The network is trained on the weak view, or on the
+        strong view ``x_ulb_s`` when given (``r2d2_strong``); the store always descends from the
+        weak view's prediction."""
         stage = self.schedule.stage(self.it)
-        num_lb = y_lb.shape[0]
+        num_lb, num_ulb = y_lb.shape[0], idx_ulb.shape[0]
         with self.amp_cm():
             if stage == 1:
                 outputs = self.model(x_lb)
@@ -114,29 +127,37 @@ class R2D2(AlgorithmBase):
                 sup_loss = self.ce_loss(outputs["logits"], y_lb, reduction="mean")
                 unsup_loss = torch.zeros_like(sup_loss)
             else:
-                outputs = self.model(torch.cat((x_lb, x_ulb_w)))
-                feat_dict = {"x_lb": outputs["feat"][:num_lb], "x_ulb_w": outputs["feat"][num_lb:]}
+                views = (x_lb, x_ulb_w) if x_ulb_s is None else (x_lb, x_ulb_w, x_ulb_s)
+                outputs = self.model(torch.cat(views))
+                feat_dict = dict(zip(("x_lb", "x_ulb_w", "x_ulb_s"),
+                                     outputs["feat"].split([num_lb, *[num_ulb] * (len(views) - 1)])))
                 logits = outputs["logits"].float()
-                batch = logits.shape[0]
+                logits_w = logits[num_lb:num_lb + num_ulb]
+                trained = torch.cat((logits[:num_lb], logits[-num_ulb:]))
+                batch = num_lb + num_ulb
                 if stage == 4:
                     targets = torch.cat((y_lb, self.store.hard_labels(idx_ulb)))
-                    per_sample = F.cross_entropy(logits, targets, reduction="none")
+                    per_sample = F.cross_entropy(trained, targets, reduction="none")
                 else:
                     targets = torch.cat((self.labeled_targets(y_lb), self.store.read(idx_ulb)))
-                    per_sample = d2_loss(logits, targets, self.alpha, self.beta)
+                    per_sample = self.per_sample_loss(trained, targets, num_lb)
                 sup_loss = per_sample[:num_lb].sum() / batch
                 unsup_loss = per_sample[num_lb:].sum() / batch
             total_loss = sup_loss + unsup_loss
         self.check_finite(total_loss, stage)
         if stage in (2, 3):
-            probs_ulb = torch.softmax(logits[num_lb:].detach(), dim=-1)
-            self.store.descend(idx_ulb, probs_ulb, step=self.lam * self.alpha / batch)
+            self.store.descend(idx_ulb, torch.softmax(logits_w.detach(), dim=-1),
+                               step=self.lam * self.alpha / batch)
 
         out_dict = self.process_out_dict(loss=total_loss, feat=feat_dict)
         log_dict = self.process_log_dict(sup_loss=sup_loss.item(), unsup_loss=unsup_loss.item(),
                                          total_loss=total_loss.item())
         log_dict.update(self.r2d2_metrics(stage))
         return out_dict, log_dict
+
+    def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int) -> torch.Tensor:
+        """The D2 loss of every sample of the batch (labeled first) in stages 2 and 3."""
+        return d2_loss(logits, target_logits, self.alpha, self.beta)
 
     def r2d2_metrics(self, stage: int) -> Dict[str, float]:
         """R2-D2's metrics; the store-wide ones only on log and eval iterations."""
@@ -201,6 +222,12 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_lr_finetune", float, 0.01, "stage 4 lr, cosine-decayed to 0"),
             SSL_Argument("--r2d2_use_r2", str2bool, True,
                          "False: stage 3 keeps its lr steps but does not repredict (ablation)"),
+            SSL_Argument("--r2d2_store_dtype", str, "fp32",
+                         "kept precision of the pseudo-label store: fp32, bf16 or fp16 "
+                         "(computations stay fp32)"),
+            SSL_Argument("--r2d2_store_device", str, "device",
+                         "where the store lives: device (with the model) or cpu_pinned (CPU memory, "
+                         "pinned when CUDA exists, rows moved per batch)"),
         ]
 
 
@@ -217,6 +244,7 @@ def check_loss_options(args: Any) -> None:
         raise ConfigError(f"r2d2_lambda={lam} must be > 0",
                           "set a positive store lr, or leave r2d2_lambda unset for the reference's "
                           f"4000·B/512 (= {reference_lambda(args.batch_size, args.uratio):g} here)")
+    check_store_options(args.r2d2_store_dtype, args.r2d2_store_device)
 
 
 def rng_state() -> Dict[str, Any]:
