@@ -15,6 +15,16 @@ CUDA, the functions listed in ``CUDA_ONLY`` run with CPU stand-ins for the CUDA 
 ``send_model_cuda`` (which refuses CPU) is not patched: the launcher calls it only when CUDA is
 there. ``lighting.Trainer`` (``torch.cuda.set_device``) is not used.
 
+With or without CUDA, checkpoints are made crash-safe:
+
+- ``AlgorithmBase.save_model`` (every algorithm's ``latest_model.pth`` / ``model_best.pth``) runs
+  with ``torch.save`` writing to a temporary file in the checkpoint's folder, flushed and fsynced,
+  then renamed over the checkpoint (``os.replace``): a process killed during a save leaves the
+  previous checkpoint whole (and a stray ``.<name>.<pid>.tmp`` file).
+- ``AlgorithmBase.load_model`` runs with ``torch.load`` turning an unreadable file (truncated,
+  corrupted) into a ``ConfigError`` that names the file and the fix; nothing is deleted or
+  rewritten.
+
 Additions, not changes:
 
 - ``semilearn.core.algorithmbase.get_dataset`` (the name ``AlgorithmBase.set_dataset`` calls) learns
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -37,6 +48,7 @@ from semilearn.algorithms.freematch import FreeMatch
 from semilearn.core.hooks import ParamUpdateHook, TimerHook
 
 from . import data, nets
+from .errors import ConfigError
 
 _APPLIED = False
 
@@ -85,6 +97,74 @@ def with_cpu_stand_ins(fn: Callable) -> Callable:
     return wrapper
 
 
+def atomic_save(obj: Any, path: Any, *args: Any, **kwargs: Any) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same folder, flushed, fsynced and
+    renamed over ``path``; a file object instead of a path is written as ``torch.save`` does."""
+    if not isinstance(path, (str, os.PathLike)):
+        USB_TORCH_SAVE(obj, path, *args, **kwargs)
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            USB_TORCH_SAVE(obj, f, *args, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def checked_load(path: Any, *args: Any, **kwargs: Any) -> Any:
+    """``torch.load``, with a file that cannot be read as a checkpoint reported as a
+    ``ConfigError`` naming it (the file is left as it is)."""
+    try:
+        return USB_TORCH_LOAD(path, *args, **kwargs)
+    except Exception as err:
+        if not isinstance(path, (str, os.PathLike)):
+            raise
+        folder, name = os.path.split(os.path.abspath(path))
+        other = os.path.join(folder, "latest_model.pth" if name == "model_best.pth" else "model_best.pth")
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise ConfigError(f"the checkpoint {path} cannot be read ({type(err).__name__}: {detail}); "
+                          "it is truncated, corrupted or not a checkpoint",
+                          f"resume from another checkpoint (load_path: {other} or an earlier copy), "
+                          f"or start over with resume: False; {path} was left as it is") from err
+
+
+@contextlib.contextmanager
+def crash_safe_checkpoints() -> Iterator[None]:
+    """Swap ``torch.save`` / ``torch.load`` for ``atomic_save`` / ``checked_load`` while USB's
+    ``save_model`` / ``load_model`` runs."""
+    saved = (torch.save, torch.load)
+    torch.save, torch.load = atomic_save, checked_load
+    try:
+        yield
+    finally:
+        torch.save, torch.load = saved
+
+
+def with_crash_safe_checkpoints(fn: Callable) -> Callable:
+    """``fn`` run inside ``crash_safe_checkpoints()``; the USB original on ``__wrapped_usb__``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with crash_safe_checkpoints():
+            return fn(*args, **kwargs)
+
+    wrapper.__wrapped_usb__ = fn
+    return wrapper
+
+
+USB_TORCH_SAVE, USB_TORCH_LOAD = torch.save, torch.load
+CHECKPOINTING = [(AlgorithmBase, "save_model"), (AlgorithmBase, "load_model")]
+
 CUDA_ONLY = [
     (AlgorithmBase, "process_batch"),
     (AlgorithmBase, "evaluate"),
@@ -104,6 +184,8 @@ def apply() -> None:
     if not torch.cuda.is_available():
         for owner, name in CUDA_ONLY:
             setattr(owner, name, with_cpu_stand_ins(getattr(owner, name)))
+    for owner, name in CHECKPOINTING:
+        setattr(owner, name, with_crash_safe_checkpoints(getattr(owner, name)))
     algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
     semilearn.nets.digits_cnn = nets.digits_cnn
     _APPLIED = True

@@ -1,11 +1,34 @@
-"""D2's pseudo-label store: one learnable logit vector per unlabeled training sample."""
+"""D2's pseudo-label store: one learnable logit vector per unlabeled training sample.
+
+Storage options (``r2d2_store_dtype``, ``r2d2_store_device``): the logits can be kept in fp32,
+bf16 or fp16, and on the model's device or in CPU memory (pinned when CUDA exists, so the rows of
+a batch move to the GPU per step). Every read, D2 step and reprediction computes in fp32 on the
+model's device; only the kept copy is in the chosen dtype and place.
+"""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
 from .errors import ConfigError
+
+STORE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STORE_DEVICES = ("device", "cpu_pinned")
+# Rows per chunk for store-wide statistics: bounds their fp32 temporaries (an ImageNet-size
+# store is 1.28 M x 1000).
+STATS_CHUNK = 65536
+
+
+def check_store_options(dtype: str, device: str) -> None:
+    """Reject a store dtype or device that is not one of the options."""
+    if dtype not in STORE_DTYPES:
+        raise ConfigError(f"r2d2_store_dtype={dtype!r} is not a store dtype",
+                          f"set r2d2_store_dtype to one of {', '.join(STORE_DTYPES)}")
+    if device not in STORE_DEVICES:
+        raise ConfigError(f"r2d2_store_device={device!r} is not a store place",
+                          f"set r2d2_store_device to one of {', '.join(STORE_DEVICES)} (device: with "
+                          f"the model; cpu_pinned: pinned CPU memory, rows moved per batch)")
 
 
 class PseudoLabelStore:
@@ -14,28 +37,53 @@ class PseudoLabelStore:
     The pseudo-label is softmax(ỹ_i). Entries start at zero (uniform) and are set by R2's
     repredictions and moved by D2's gradient steps; the true labels that USB keeps for the
     unlabeled set are held beside them only to report pseudo-label accuracy.
+
+    ``dtype`` (``fp32`` | ``bf16`` | ``fp16``) is the kept precision; ``place`` is ``device``
+    (the logits follow ``to(device)``, the model's device) or ``cpu_pinned`` (they stay in CPU
+    memory, page-locked when CUDA exists; on a machine without CUDA that is plain CPU memory).
+    ``device`` is where the computations run.
     """
 
-    def __init__(self, num_samples: int, num_classes: int, true_labels: torch.Tensor):
-        self.logits = torch.zeros(num_samples, num_classes)
+    def __init__(self, num_samples: int, num_classes: int, true_labels: torch.Tensor,
+                 dtype: str = "fp32", place: str = "device"):
+        check_store_options(dtype, place)
+        self.dtype_name, self.place = dtype, place
+        self.compute_device = torch.device("cpu")
+        self.logits = self.placed(torch.zeros(num_samples, num_classes, dtype=STORE_DTYPES[dtype]))
         self.true_labels = torch.as_tensor(true_labels, dtype=torch.long).clone()
 
     @property
     def device(self) -> torch.device:
-        return self.logits.device
+        """Where reads, D2 steps and statistics are computed (the model's device)."""
+        return self.compute_device
+
+    def placed(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` in the store's dtype and place."""
+        logits = logits.to(STORE_DTYPES[self.dtype_name])
+        if self.place == "device":
+            return logits.to(self.compute_device)
+        logits = logits.cpu()
+        return logits.pin_memory() if torch.cuda.is_available() else logits
 
     def to(self, device: torch.device) -> "PseudoLabelStore":
-        self.logits = self.logits.to(device)
-        self.true_labels = self.true_labels.to(device)
+        """Compute on ``device``; the logits move there too unless the place is ``cpu_pinned``."""
+        self.compute_device = torch.device(device)
+        self.logits = self.placed(self.logits)
+        self.true_labels = self.true_labels.to(self.compute_device)
         return self
 
     def read(self, idx: torch.Tensor) -> torch.Tensor:
-        """A copy of the logits of ``idx`` (later updates do not change it)."""
-        return self.logits.index_select(0, idx.to(self.device))
+        """A copy of the logits of ``idx`` in fp32 on ``device`` (later updates do not change it)."""
+        rows = self.logits.index_select(0, idx.to(self.logits.device))
+        return rows.to(self.compute_device, torch.float32, non_blocking=True)
+
+    def write(self, idx: torch.Tensor, rows: torch.Tensor) -> None:
+        """Keep ``rows`` (any dtype and device) as the logits of ``idx``."""
+        self.logits[idx.to(self.logits.device)] = rows.detach().to(self.logits.device, self.logits.dtype)
 
     def assign(self, idx: torch.Tensor, logits: torch.Tensor) -> None:
         """R2: overwrite the entries of ``idx`` with network logits."""
-        self.logits[idx.to(self.device)] = logits.detach().to(self.logits)
+        self.write(idx, logits)
 
     def descend(self, idx: torch.Tensor, probs: torch.Tensor, step: float) -> None:
         """D2's gradient step for the batch entries ``idx``.
@@ -46,28 +94,46 @@ class PseudoLabelStore:
         softmax(ỹ_i) = f_i is the paper's exponential link between pseudo-labels and network
         predictions (ỹ equals the network's logits up to a constant). An index that appears twice
         in a batch (USB's sampler chains shuffles) takes the step of its last occurrence, as the
-        reference's store does, on CPU and CUDA alike.
+        reference's store does, on CPU and CUDA alike. Computed in fp32; the result is rounded
+        to the store's dtype.
         """
-        idx, probs = last_occurrence(idx.to(self.device), probs)
-        current = self.logits.index_select(0, idx)
+        idx, probs = last_occurrence(idx.to(self.compute_device), probs)
+        current = self.read(idx)
         grad = torch.softmax(current, dim=-1) - probs.detach().to(current)
-        self.logits[idx] = current - step * grad
+        self.write(idx, current - step * grad)
 
     def hard_labels(self, idx: torch.Tensor) -> torch.Tensor:
         """argmax ỹ_i for the fine-tune stage."""
         return self.read(idx).argmax(dim=-1)
 
+    def chunks(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(fp32 logits, true labels) of consecutive row blocks, on ``device``."""
+        for start in range(0, self.logits.shape[0], STATS_CHUNK):
+            rows = self.logits[start:start + STATS_CHUNK]
+            yield (rows.to(self.compute_device, torch.float32),
+                   self.true_labels[start:start + STATS_CHUNK].to(self.compute_device))
+
     def mean_entropy(self) -> float:
         """Mean entropy H(softmax(ỹ)) over the store, in nats."""
-        log_p = torch.log_softmax(self.logits, dim=-1)
-        return float(-(log_p.exp() * log_p).sum(dim=-1).mean())
+        total = 0.0
+        for rows, _ in self.chunks():
+            log_p = torch.log_softmax(rows, dim=-1)
+            total += float(-(log_p.exp() * log_p).sum(dim=-1).sum())
+        return total / max(self.logits.shape[0], 1)
 
     def accuracy(self) -> float:
         """Share of entries whose argmax ỹ is the true label (entries whose true label is
         unknown, -1, are left out; NaN when none is known)."""
-        known = self.true_labels >= 0
-        hits = self.logits[known].argmax(dim=-1) == self.true_labels[known]
-        return float(hits.float().mean()) if bool(known.any()) else float("nan")
+        hits = known = 0
+        for rows, labels in self.chunks():
+            mask = labels >= 0
+            hits += int((rows[mask].argmax(dim=-1) == labels[mask]).sum())
+            known += int(mask.sum())
+        return hits / known if known else float("nan")
+
+    def nbytes(self) -> int:
+        """Bytes of the kept logits."""
+        return self.logits.numel() * self.logits.element_size()
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {"logits": self.logits.detach().cpu().clone()}
@@ -79,7 +145,7 @@ class PseudoLabelStore:
                               f"this run needs {tuple(self.logits.shape)}",
                               "resume with the dataset, num_labels, seed and num_classes of the run "
                               "that wrote the checkpoint")
-        self.logits = logits.to(self.logits)
+        self.logits = self.placed(logits)
 
 
 def last_occurrence(idx: torch.Tensor, rows: torch.Tensor):
