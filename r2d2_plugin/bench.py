@@ -230,7 +230,8 @@ def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: S
     for num_labels in args.num_labels:
         some = [r for r in rows if int(r["num_labels"]) == num_labels]
         if some:
-            tables.append(markdown(some, f"{args.dataset}, {num_labels} labels: error % on the eval set")
+            where = "the validation split" if args.eval_split == "val" else "the eval set"
+            tables.append(markdown(some, f"{args.dataset}, {num_labels} labels: error % on {where}")
                           + r2d2_cost(some, args.out))
     table = "\n".join(tables)
     with open(os.path.join(args.out, "table.md"), "w") as f:
@@ -247,13 +248,14 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel, each with cpu_count // jobs torch threads")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default cpu_count // jobs)")
     parser.add_argument("--out", required=True)
     args, extra = parser.parse_known_args(argv)
     for algorithm in args.algorithms:
         config = get_config(["--c", args.c, "--algorithm", algorithm, *options_for(algorithm, extra)])
     args.num_labels = args.num_labels or [config.num_labels]
-    args.dataset = config.dataset
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.dataset, args.eval_split = config.dataset, config.eval_split
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "COMMAND"), "w") as f:
         f.write("python -m r2d2_plugin.bench " + " ".join(shlex.quote(a) for a in argv) + "\n")

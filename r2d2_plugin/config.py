@@ -49,6 +49,11 @@ BASE_OPTIONS: List[tuple] = [
     ("dist_backend", str, "nccl"), ("seed", int, 1), ("gpu", none_or(int), None),
     ("multiprocessing_distributed", str2bool, False),
 ]
+# The plugin's own base option: where ``digits`` evaluates. "test": the fixed eval third;
+# "val": a class-stratified fifth of the training pool, held out from training, for choosing
+# settings without looking at the test third.
+EVAL_SPLITS = ("test", "val")
+PLUGIN_OPTIONS: List[tuple] = [("eval_split", str, "test")]
 
 
 def read_yaml(path: str) -> Dict[str, Any]:
@@ -64,7 +69,7 @@ def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.train",
                                      description="Train a USB algorithm (r2d2 included) from a USB YAML.")
     parser.add_argument("--c", type=str, default="", help="USB-format YAML config")
-    for name, kind, default in BASE_OPTIONS:
+    for name, kind, default in BASE_OPTIONS + PLUGIN_OPTIONS:
         parser.add_argument(f"--{name}", type=kind, default=default)
     if algorithm in ALGORITHMS:
         for option in ALGORITHMS[algorithm].get_argument():
@@ -112,9 +117,15 @@ def check_config(args: argparse.Namespace) -> None:
                               f"does not exist",
                               "point load_path at an existing latest_model.pth, or set "
                               "resume: False to start a new run")
-    if args.algorithm == "r2d2":
-        from .r2d2 import check_loss_options
-        from .schedule import StageSchedule
+    if args.eval_split not in EVAL_SPLITS or (args.eval_split != "test" and args.dataset != "digits"):
+        raise ConfigError(f"eval_split={args.eval_split!r} is not available for dataset '{args.dataset}'",
+                          "use eval_split: test, or eval_split: val with dataset: digits")
+    from .r2d2 import R2D2, check_loss_options
+    from .r2d2_strong import R2D2Strong, check_strong_options
+    from .schedule import StageSchedule
 
+    if issubclass(ALGORITHMS[args.algorithm], R2D2):
         check_loss_options(args)
         StageSchedule.from_args(args)
+    if issubclass(ALGORITHMS[args.algorithm], R2D2Strong):
+        check_strong_options(args)

@@ -4,7 +4,8 @@
 16x16 RGB so that USB's weak and strong (RandAugment) views apply unchanged. A fixed, class-
 stratified third is the eval set (like CIFAR's fixed test set, so numbers across seeds are
 comparable); the labeled set (``num_labels``, class-balanced) is drawn by ``seed`` from the rest,
-and the rest is unlabeled.
+and the rest is unlabeled. With ``eval_split: val`` a fixed class-stratified fifth of that rest is
+held out of training and evaluated instead, for choosing settings without the eval third.
 
 ``npz`` reads the user's file at ``data_dir``: ``images`` (N,H,W) or (N,H,W,C) uint8, ``labels``
 (N,) with -1 for unlabeled samples, and optionally ``eval_images`` / ``eval_labels``.
@@ -97,6 +98,12 @@ def get_digits(args: Any, alg: str, num_labels: int, num_classes: int,
     counts = np.bincount(labels, minlength=DIGITS_CLASSES)
     eval_idx = per_class_pick(labels, {c: n // 3 for c, n in enumerate(counts)}, DIGITS_EVAL_SEED)
     train_idx = np.setdiff1d(np.arange(len(labels)), eval_idx)
+    if getattr(args, "eval_split", "test") == "val":
+        pool = np.full(len(labels), -1)
+        pool[train_idx] = labels[train_idx]
+        eval_idx = per_class_pick(pool, {c: n // 5 for c, n in enumerate(np.bincount(labels[train_idx]))},
+                                  DIGITS_EVAL_SEED)
+        train_idx = np.setdiff1d(train_idx, eval_idx)
     most = int(np.bincount(labels[train_idx]).min())
     if num_labels % num_classes or not 0 < num_labels // num_classes <= most:
         raise ConfigError(f"num_labels={num_labels} cannot be split evenly over {num_classes} "

@@ -1,0 +1,64 @@
+"""``r2d2_strong``: R2-D2 with USB's strong view, beyond the paper.
+
+The faithful ``r2d2`` trains the network on the weak view toward its learned pseudo-labels.
+Here the network's prediction on the strong (RandAugment) view is trained toward softmax(ỹ)
+with the same D2 loss, as FixMatch trains the strong view toward a target made from the weak
+view, while the store still descends from the weak view's prediction. Stages, R2, fine-tune
+(on the strong view, hard pseudo-labels), checkpoint and metrics are ``R2D2``'s.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from semilearn.algorithms.utils import SSL_Argument
+from semilearn.core.utils import ALGORITHMS
+
+from .errors import ConfigError
+from .r2d2 import R2D2, d2_loss
+
+
+@ALGORITHMS.register("r2d2_strong")
+class R2D2Strong(R2D2):
+    """R2-D2 trained on the strong view. Options (besides ``r2d2``'s):
+        - r2d2_strong_T: temperature of the target, softmax(ỹ / T) (1: the store's pseudo-label)
+        - r2d2_strong_threshold: unlabeled samples whose pseudo-label's top probability is
+          below it are left out of the loss (0: none)
+    """
+
+    # USB's BasicDataset serves the weak and the strong view for FixMatch's name.
+    ULB_VIEWS = "fixmatch"
+
+    def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
+        check_strong_options(args)
+        self.T, self.threshold = args.r2d2_strong_T, args.r2d2_strong_threshold
+        super().__init__(args, net_builder, tb_log, logger)
+
+    def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
+                   x_ulb_w: torch.Tensor, x_ulb_s: torch.Tensor):
+        return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s)
+
+    def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int) -> torch.Tensor:
+        """D2 loss against the tempered targets, unlabeled samples below the threshold masked."""
+        ulb_targets = target_logits[num_lb:] / self.T
+        keep = torch.softmax(ulb_targets, dim=-1).max(dim=-1).values >= self.threshold
+        targets = torch.cat((target_logits[:num_lb], ulb_targets))
+        mask = torch.cat((torch.ones(num_lb, device=logits.device), keep.float()))
+        return d2_loss(logits, targets, self.alpha, self.beta) * mask
+
+    @staticmethod
+    def get_argument():
+        return R2D2.get_argument() + [
+            SSL_Argument("--r2d2_strong_T", float, 1.0, "temperature of the strong view's target"),
+            SSL_Argument("--r2d2_strong_threshold", float, 0.0,
+                         "least top pseudo-label probability for an unlabeled sample to count"),
+        ]
+
+
+def check_strong_options(args: Any) -> None:
+    if not args.r2d2_strong_T > 0:
+        raise ConfigError(f"r2d2_strong_T={args.r2d2_strong_T} must be > 0",
+                          "set a positive temperature (1 keeps the pseudo-label as it is)")
+    if not 0 <= args.r2d2_strong_threshold < 1:
+        raise ConfigError(f"r2d2_strong_threshold={args.r2d2_strong_threshold} must be in [0, 1)",
+                          "set a probability below 1 (0 keeps every unlabeled sample)")
