@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from r2d2_plugin import make_configs
 from r2d2_plugin.config import get_config
@@ -57,3 +58,16 @@ def test_a_run_without_fine_tune_ends_at_lr_zero():
         ["--c", config, "--r2d2_finetune_iter", "0", "--r2d2_r2_iter", "700"]))
     assert schedule.repredict_iters == [600, 1200, 1350, 1500, 1650]
     assert schedule.lr(1899) == 0.0005 and schedule.lr(1900) == 0.0
+
+
+def test_imagenet_10pct_config_is_usbs_imagenet_with_resnet18():
+    from semilearn.core.utils import get_net_builder
+
+    args = get_config(["--c", str(ROOT / "configs" / "imagenet" / "r2d2_imagenet_10pct.yaml")])
+    assert (args.dataset, args.num_classes, args.net, args.net_from_name) == ("imagenet", 1000, "resnet18", False)
+    assert round(args.num_labels / 1_281_167, 3) == 0.1
+    assert args.num_eval_iter % (args.num_train_iter // args.epoch) == 0
+    net = get_net_builder(args.net, args.net_from_name)(num_classes=args.num_classes)
+    assert sum(p.numel() for p in net.parameters()) == 11_689_512  # torchvision's resnet18 count
+    out = net(torch.zeros(2, 3, 64, 64))
+    assert out["logits"].shape == (2, 1000) and out["feat"].shape == (2, 512)

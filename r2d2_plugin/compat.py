@@ -29,7 +29,8 @@ Additions, not changes:
 
 - ``semilearn.core.algorithmbase.get_dataset`` (the name ``AlgorithmBase.set_dataset`` calls) learns
   the offline datasets ``digits`` and ``npz`` and hands every other name to USB's own function.
-- ``semilearn.nets`` gains the net builder ``digits_cnn`` so ``get_net_builder`` finds it.
+- ``semilearn.nets`` gains the net builders ``digits_cnn`` and ``resnet18`` (USB's ImageNet ResNet
+  with basic blocks; USB ships only ``resnet50``) so ``get_net_builder`` finds them.
 """
 from __future__ import annotations
 
@@ -188,4 +189,5 @@ def apply() -> None:
         setattr(owner, name, with_crash_safe_checkpoints(getattr(owner, name)))
     algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
     semilearn.nets.digits_cnn = nets.digits_cnn
+    semilearn.nets.resnet18 = nets.resnet18
     _APPLIED = True

@@ -47,3 +47,17 @@ def digits_cnn(num_classes: int = 10, pretrained: bool = False,
         state: Dict[str, torch.Tensor] = torch.load(pretrained_path, map_location="cpu")
         model.load_state_dict(state.get("model", state))
     return model
+
+
+def resnet18(num_classes: int = 1000, pretrained: bool = False,
+             pretrained_path: Optional[str] = None, **kwargs: Any) -> nn.Module:
+    """USB net builder for ResNet-18, the R2-D2 paper's ImageNet net: USB's own ImageNet ResNet
+    (``semilearn.nets.resnet.resnet.ResNet50``, which takes the block type and depths) with basic
+    blocks and layers [2, 2, 2, 2]; it returns USB's ``{'logits', 'feat'}`` dict."""
+    from semilearn.nets.resnet.resnet import BasicBlock, ResNet50
+
+    model = ResNet50(block=BasicBlock, layers=[2, 2, 2, 2], num_classes=num_classes, **kwargs)
+    if pretrained:
+        state: Dict[str, torch.Tensor] = torch.load(pretrained_path, map_location="cpu")
+        model.load_state_dict(state.get("model", state))
+    return model
