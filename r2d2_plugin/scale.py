@@ -113,17 +113,19 @@ def store_rows(repeats: int, rows: int, classes: int) -> List[Dict[str, object]]
     return out
 
 
-def store_table(rows: List[Dict[str, object]], threads: int, repeats: int) -> str:
+def store_table(rows: List[Dict[str, object]], threads: int, repeats: int, num_rows: int,
+                classes: int) -> str:
     lines = [
-        "# Pseudo-label store at ImageNet-1k size (1 281 167 x 1000, synthetic)",
+        f"# Pseudo-label store of {num_rows} x {classes} (synthetic; ImageNet-1k size by default)",
         "",
         f"Store ms per training step: median over {repeats} random unlabeled batches of "
         f"{BATCH_ULB} rows (USB's ImageNet batch_size 64 x uratio 1) of `read` + `descend`, "
         f"measured on this project's 2-core CPU machine with {threads} torch thread(s) and no GPU; "
         "`assign` is one batch of R2's store-wide reprediction, not a per-step cost. Without CUDA "
         "\"device\" and \"pinned CPU\" are the same plain CPU memory, so the host-to-GPU copy "
-        "of a batch's rows (64 x 1000 x 4 B = 256 KB each way) is not in these times. Bytes are "
-        "computed (logits only; the true labels kept for reporting are 10.2 MB more). "
+        f"of a batch's rows ({BATCH_ULB} x {classes} x 4 B = {BATCH_ULB * classes * 4 / 1e3:.0f} KB "
+        "each way) is not in these times. Bytes are computed (logits only; the true labels kept "
+        f"for reporting are {num_rows * 8 / 1e6:.1f} MB more). "
         "\"sharded\" is not run: the plugin has no multi-process training yet.",
         "",
         "| option | ranks | GPU GB / rank | host GB / rank | exchanged KB / step / rank | "
@@ -135,8 +137,8 @@ def store_table(rows: List[Dict[str, object]], threads: int, repeats: int) -> st
             value = r[key]
             return "" if value == "" else f"{float(value) / scale:.{digits}f}"
 
-        lines.append(f"| {r['option']} | {r['ranks']} | {num('gpu_bytes_per_rank', GB, 3)} | "
-                     f"{num('host_bytes_per_rank', GB, 3)} | "
+        lines.append(f"| {r['option']} | {r['ranks']} | {num('gpu_bytes_per_rank', GB, 4)} | "
+                     f"{num('host_bytes_per_rank', GB, 4)} | "
                      f"{num('exchanged_bytes_per_step_per_rank', 1e3, 0)} | {r['step_ms']} | "
                      f"{r['read_ms']} | {r['descend_ms']} | {r['assign_ms']} | {r['measured']} |")
     return "\n".join(lines) + "\n"
@@ -208,7 +210,9 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
     args = parser.parse_args(argv)
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
-    command = "python -m r2d2_plugin.scale " + shlex.join(argv) + "\n"
+    threads_env = os.environ.get("OMP_NUM_THREADS")
+    command = ((f"OMP_NUM_THREADS={threads_env} " if threads_env and not args.digits else "")
+               + "python -m r2d2_plugin.scale " + shlex.join(argv) + "\n")
     if args.digits:
         with open(os.path.join(args.out, "COMMAND_digits"), "w") as f:
             f.write(command)
@@ -230,7 +234,7 @@ def main(argv: Sequence[str] = None) -> None:
     rows = store_rows(args.repeats, args.rows, args.classes)
     write_csv(os.path.join(args.out, "store.csv"), STORE_FIELDS, rows)
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(store_table(rows, threads, args.repeats))
+        f.write(store_table(rows, threads, args.repeats, args.rows, args.classes))
 
 
 if __name__ == "__main__":
