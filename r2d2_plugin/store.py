@@ -63,7 +63,7 @@ class PseudoLabelStore:
         if self.place == "device":
             return logits.to(self.compute_device)
         logits = logits.cpu()
-        return logits.pin_memory() if torch.cuda.is_available() else logits
+        return logits.pin_memory() if torch.cuda.is_available() and not logits.is_pinned() else logits
 
     def to(self, device: torch.device) -> "PseudoLabelStore":
         """Compute on ``device``; the logits move there too unless the place is ``cpu_pinned``."""
