@@ -7,7 +7,7 @@ model's device; only the kept copy is in the chosen dtype and place.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 
