@@ -37,6 +37,9 @@ BAD = {
     "unknown net": (["--net", "wrn_99"], "unknown net 'wrn_99'"),
     "R2 periods do not fit": (["--r2d2_repredict_period", "8"], "holds fewer than len(r2d2_lr_r2)=4"),
     "lr = 0": (["--lr", "0"], "lr=0.0 must be > 0 for r2d2"),
+    "unknown eval split": (["--eval_split", "train"], "eval_split='train' is not available"),
+    "val split off digits": (["--dataset", "cifar10", "--eval_split", "val"],
+                             "eval_split='val' is not available for dataset 'cifar10'"),
 }
 
 

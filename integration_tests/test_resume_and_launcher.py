@@ -34,10 +34,11 @@ def final_state(path):
     return checkpoint["model"], checkpoint["ema_model"], checkpoint["r2d2"]["store"]["logits"]
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    run(short_argv(tmp_path, name="straight"))
+@pytest.mark.parametrize("algorithm", ["r2d2", "r2d2_strong"])
+def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm):
+    run(short_argv(tmp_path, "--algorithm", algorithm, name="straight"))
 
-    alg, _ = build_alg(short_argv(tmp_path, name="interrupted"))
+    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", algorithm, name="interrupted"))
     alg.register_hook(CrashAt(20), "CrashAt", "HIGHEST")
     with pytest.raises(Crash):
         alg.train()
@@ -45,8 +46,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     saved = torch.load(latest, map_location="cpu", weights_only=False)
     assert saved["it"] == 20 and saved["r2d2"]["repredictions"] == 2
 
-    results = run(short_argv(tmp_path, "--resume", "True", "--load_path", str(latest),
-                             name="interrupted"))
+    results = run(short_argv(tmp_path, "--algorithm", algorithm, "--resume", "True",
+                             "--load_path", str(latest), name="interrupted"))
     assert 0.0 <= results["eval/final_acc"] <= 1.0
 
     model_a, ema_a, store_a = final_state(tmp_path / "straight" / "latest_model.pth")
@@ -85,6 +86,20 @@ def test_digits_split_is_seeded_class_balanced_and_eval_is_fixed(tmp_path):
     assert n_eval + n_ulb == 1797 and n_eval == sum(per_class // 3)
     assert np.bincount(a.dataset_dict["eval"].targets).tolist() == (per_class // 3).tolist()
     assert a.store.logits.shape == (n_ulb, 10)
+
+
+def test_validation_split_is_held_out_of_training_and_of_the_eval_third(tmp_path):
+    test, _ = build_alg(short_argv(tmp_path, name="test"))
+    val, _ = build_alg(short_argv(tmp_path, "--eval_split", "val", name="val"))
+
+    def rows(dset) -> set:
+        return {img.tobytes() + bytes([int(t)]) for img, t in zip(dset.data, dset.targets)}
+
+    held, third = rows(val.dataset_dict["eval"]), rows(test.dataset_dict["eval"])
+    trained = rows(val.dataset_dict["train_ulb"]) | rows(val.dataset_dict["train_lb"])
+    assert len(val.dataset_dict["eval"]) == sum(np.bincount(test.dataset_dict["train_ulb"].targets) // 5)
+    assert not held & trained and not held & third
+    assert len(val.dataset_dict["train_ulb"]) + len(val.dataset_dict["eval"]) == len(test.dataset_dict["train_ulb"])
 
 
 def test_users_npz_data_trains_through_the_same_path(tmp_path):

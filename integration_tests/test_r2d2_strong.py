@@ -1,0 +1,79 @@
+"""``r2d2_strong`` (R2-D2 trained on USB's strong view) through USB's trainer on digits."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from r2d2_plugin import ConfigError, d2_loss
+from r2d2_plugin.config import get_config
+from conftest import build_alg, short_argv
+
+
+def test_variant_learns_digits_through_usb_train(tmp_path):
+    """The strong view is served and trained on; 300 iterations take the network and its
+    pseudo-labels far above chance (10 %)."""
+    alg, messages = build_alg(short_argv(
+        tmp_path, "--algorithm", "r2d2_strong", "--num_train_iter", "300", "--epoch", "10",
+        "--num_eval_iter", "50", "--r2d2_warmup_iter", "120", "--r2d2_d2_iter", "60",
+        "--r2d2_r2_iter", "100", "--r2d2_repredict_period", "25", "--r2d2_finetune_iter", "20",
+        "--ema_m", "0.9", "--batch_size", "16", "--uratio", "3", "--r2d2_lambda", "500"))
+    sample = alg.dataset_dict["train_ulb"][0]
+    assert {"x_ulb_w", "x_ulb_s"} <= set(sample)
+    assert not torch.equal(sample["x_ulb_w"], sample["x_ulb_s"])
+    alg.train()
+    assert alg.it == 300 and alg.repredictions == 6
+    assert alg.log_dict["eval/top-1-acc"] > 0.6
+    assert alg.log_dict["r2d2/pseudo_label_acc"] > 0.6
+    assert any(m.startswith("r2d2: reprediction 1 ") and "iteration 120" in m for m in messages)
+
+
+def test_store_descends_from_the_weak_view_and_the_strong_view_is_trained(tmp_path):
+    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_warmup_iter", "0",
+                                  "--r2d2_d2_iter", "16"))
+    assert alg.schedule.stage(0) == 2
+    alg.store.logits = torch.randn(alg.store.logits.shape, generator=torch.Generator().manual_seed(0)) * 3
+    data_lb, data_ulb = next(zip(alg.loader_dict["train_lb"], alg.loader_dict["train_ulb"]))
+    batch = alg.process_batch(**data_lb, **data_ulb)
+    idx, num_lb = batch["idx_ulb"], len(batch["y_lb"])
+    assert len(set(idx.tolist())) == len(idx)
+    num_ulb = len(idx)
+
+    with torch.no_grad():
+        logits = alg.model(torch.cat((batch["x_lb"], batch["x_ulb_w"], batch["x_ulb_s"])))["logits"]
+    weak, strong = logits[num_lb:num_lb + num_ulb], logits[num_lb + num_ulb:]
+    before = alg.store.logits.clone()
+    targets = torch.cat((alg.labeled_targets(batch["y_lb"]), before[idx]))
+    trained = torch.cat((logits[:num_lb], strong))
+    expected_loss = d2_loss(trained, targets, alg.alpha, alg.beta).sum() / (num_lb + num_ulb)
+    step = alg.lam * alg.alpha / (num_lb + num_ulb)
+
+    def closed_form(view: torch.Tensor) -> torch.Tensor:
+        return before[idx] - step * (torch.softmax(before[idx], -1) - torch.softmax(view, -1))
+
+    _, log_dict = alg.train_step(**batch)
+    after = alg.store.logits
+    torch.testing.assert_close(after[idx], closed_form(weak), rtol=1e-5, atol=1e-6)
+    assert (after[idx] - closed_form(strong)).abs().max() > 1e-3
+    assert log_dict["train/total_loss"] == pytest.approx(expected_loss.item(), rel=1e-5)
+    untouched = torch.ones(len(before), dtype=torch.bool)
+    untouched[idx] = False
+    assert torch.equal(after[untouched], before[untouched])
+
+
+def test_threshold_masks_and_temperature_sharpens(tmp_path):
+    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_strong_T", "0.5",
+                                  "--r2d2_strong_threshold", "0.9"))
+    logits = torch.zeros(4, 10)
+    targets = torch.zeros(4, 10)
+    targets[1, 3] = 1.0   # top probability 0.23 at T = 1; 0.45 at T = 0.5: masked
+    targets[2, 3] = 3.0   # top probability 0.69 at T = 1; 0.98 at T = 0.5: kept
+    targets[3, 3] = 8.0
+    per_sample = alg.per_sample_loss(logits, targets, num_lb=1)
+    expected = d2_loss(logits, torch.cat((targets[:1], targets[1:] / 0.5)), alg.alpha, alg.beta)
+    torch.testing.assert_close(per_sample, expected * torch.tensor([1.0, 0.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("option, value", [("r2d2_strong_T", "0"), ("r2d2_strong_threshold", "1.5")])
+def test_bad_variant_options_are_refused(tmp_path, option, value):
+    with pytest.raises(ConfigError, match=option):
+        get_config(short_argv(tmp_path, "--algorithm", "r2d2_strong", f"--{option}", value))
