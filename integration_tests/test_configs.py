@@ -13,11 +13,20 @@ from conftest import ROOT
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 
-def test_classic_cv_configs_are_what_the_generator_writes(tmp_path):
+@pytest.mark.parametrize("benchmark, count", [("classic_cv", 12), ("usb_cv", 9)])
+def test_usb_setting_configs_are_what_the_generator_writes(tmp_path, benchmark, count):
     make_configs.main(["--out", str(tmp_path)])
-    made = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
-    shipped = {p.name: p.read_text() for p in (ROOT / "configs" / "classic_cv").glob("*.yaml")}
-    assert len(made) == 12 and made == shipped
+    made = {p.name: p.read_text() for p in (tmp_path / benchmark).glob("*.yaml")}
+    shipped = {p.name: p.read_text() for p in (ROOT / "configs" / benchmark).glob("*.yaml")}
+    assert len(made) == count and made == shipped
+
+
+def test_usb_cv_keeps_usbs_vit_setting_and_scales_the_reference_lrs():
+    args = get_config(["--c", str(ROOT / "configs" / "usb_cv" / "r2d2_stl10_40_0.yaml")])
+    assert (args.net, args.optim, args.lr, args.batch_size, args.uratio) == ("vit_base_patch16_96", "AdamW",
+                                                                           0.0001, 8, 1)
+    schedule = StageSchedule.from_args(args)
+    assert schedule.lr_d2 == args.lr and schedule.lr_r2 == [0.0001, 6.67e-05, 3.33e-05, 3.33e-06]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
