@@ -26,20 +26,21 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from semilearn.core.utils import ALGORITHMS
 
 from .config import get_config
+from .errors import ConfigError
 from .r2d2 import R2D2
 from .schedule import StageSchedule
 
 from .train import run
 
 FIELDS = ["algorithm", "num_labels", "seed", "error_pct", "best_top1", "final_top1",
-          "train_seconds", "step_seconds", "torch_threads", "process_peak_rss_mb"]
+          "train_seconds", "step_seconds", "torch_threads", "process_peak_rss_mb", "gpu_peak_mb"]
 
 
 def read_rows(path: str) -> List[Dict[str, str]]:
@@ -69,6 +70,28 @@ def options_for(algorithm: str, extra: Sequence[str]) -> List[str]:
     return kept
 
 
+# What every algorithm of a suite shares, whichever config it reads.
+SHARED = ("dataset", "num_classes", "net", "num_train_iter", "epoch", "batch_size", "uratio",
+          "eval_batch_size", "ema_m", "img_size", "crop_ratio", "num_eval_iter", "eval_split")
+
+
+def algorithm_configs(default: str, overrides: Sequence[str], algorithms: Sequence[str],
+                      extra: Sequence[str]) -> Dict[str, Any]:
+    """Each algorithm's parsed config: ``default`` or its ``ALGORITHM=YAML`` override, which must
+    agree with ``default`` on ``SHARED``."""
+    paths = dict(o.split("=", 1) for o in overrides)
+    configs = {}
+    for algorithm in algorithms:
+        path = paths.get(algorithm, default)
+        configs[algorithm] = get_config(["--c", path, "--algorithm", algorithm, *options_for(algorithm, extra)])
+        base = configs[algorithms[0]]
+        differ = [k for k in SHARED if getattr(configs[algorithm], k) != getattr(base, k)]
+        if differ:
+            raise ConfigError(f"{path} ({algorithm}) differs from the suite's {base.c} in {', '.join(differ)}",
+                              "give every algorithm of a suite the same data, net, batches and budget")
+    return configs
+
+
 def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, extra: Sequence[str],
             threads: int) -> Dict[str, object]:
     """One launcher run in this (fresh, spawned) process with ``threads`` torch threads; its
@@ -96,7 +119,8 @@ def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, e
             "final_top1": round(results["eval/final_acc"], 4),
             "train_seconds": round(seconds, 1), "step_seconds": round(seconds / results["num_train_iter"], 4),
             "torch_threads": threads,
-            "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else ""}
 
 
 def column(rows: List[Dict[str, str]], algorithm: str, key: str) -> np.ndarray:
@@ -248,11 +272,13 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel, each with cpu_count // jobs torch threads")
+    parser.add_argument("--algorithm_config", nargs="+", default=[], metavar="ALGORITHM=YAML",
+                        help="a config of its own for an algorithm (same data, net, batches and budget)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default cpu_count // jobs)")
     parser.add_argument("--out", required=True)
     args, extra = parser.parse_known_args(argv)
-    for algorithm in args.algorithms:
-        config = get_config(["--c", args.c, "--algorithm", algorithm, *options_for(algorithm, extra)])
+    configs = algorithm_configs(args.c, args.algorithm_config, args.algorithms, extra)
+    config = configs[args.algorithms[0]]
     args.num_labels = args.num_labels or [config.num_labels]
     args.dataset, args.eval_split = config.dataset, config.eval_split
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -272,7 +298,8 @@ def main(argv: Sequence[str] = None) -> None:
           f"torch thread(s) each; suite ETA {suite_eta(rows, todo, args.jobs)}", flush=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(one_run, args.c, a, n, s, args.out, extra, threads): (a, n, s) for a, n, s in todo}
+        futures = {pool.submit(one_run, configs[a].c, a, n, s, args.out, extra, threads): (a, n, s)
+                   for a, n, s in todo}
         for i, future in enumerate(as_completed(futures), 1):
             row = {k: str(v) for k, v in future.result().items()}
             rows.append(row)

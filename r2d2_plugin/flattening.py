@@ -1,7 +1,7 @@
 """The paper's flattening claim, measured: D2 with R2 against D2 without R2 (same budget).
 
-    python -m r2d2_plugin.flattening --with-r2 results/digits_40 \\
-        --without-r2 results/digits_40_no_r2 --out results/flattening_digits_40
+    python -m r2d2_plugin.flattening --with-r2 results/digits --without-r2 results/digits_no_r2 \\
+        --num_labels 40 --out results/flattening_digits_40
 
 Reads the r2d2 curves of two bench suites that differ only in ``r2d2_use_r2`` and writes
 ``flattening.png`` (pseudo-label entropy and accuracy vs iteration, seed means) and ``table.md``
@@ -33,13 +33,14 @@ def main(argv: Sequence[str] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.flattening")
     parser.add_argument("--with-r2", required=True)
     parser.add_argument("--without-r2", required=True)
+    parser.add_argument("--num_labels", type=int, default=40)
     parser.add_argument("--out", required=True)
     parser.add_argument("--at", nargs="+", type=int, default=[1200, 1350, 1500, 1650, 1800],
                         help="iterations done to tabulate (default: the end of digits_40's D2 "
                              "stage and of each R2 period, just before each reprediction)")
     args = parser.parse_args(argv)
     suites = {"D2 + R2": args.with_r2, "D2 without R2": args.without_r2}
-    curves = {name: read_curves(path, "r2d2") for name, path in suites.items()}
+    curves = {name: read_curves(path, "r2d2", args.num_labels) for name, path in suites.items()}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "COMMAND"), "w") as f:
         f.write("python -m r2d2_plugin.flattening " + " ".join(shlex.quote(a) for a in argv) + "\n")
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] = None) -> None:
         ax.set(xlabel="iteration", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Pseudo-labels with and without repetitive reprediction (seed means)")
+    fig.suptitle(f"Pseudo-labels with and without repetitive reprediction, {args.num_labels} labels "
+                 "(seed means)")
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "flattening.png"), dpi=120)
     plt.close(fig)
@@ -65,7 +67,9 @@ def main(argv: Sequence[str] = None) -> None:
              + " | final error % (mean ± std) |", "|---|" + "---|" * (len(args.at) + 1)]
     for name, c in curves.items():
         cells = [f"{value_at(c, KEYS[0][0], i):.3f} / {value_at(c, KEYS[1][0], i):.3f}" for i in args.at]
-        err = column(read_rows(os.path.join(suites[name], "runs.csv")), "r2d2", "error_pct")
+        rows = [r for r in read_rows(os.path.join(suites[name], "runs.csv"))
+                if int(r["num_labels"]) == args.num_labels]
+        err = column(rows, "r2d2", "error_pct")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {err.mean():.2f} ± {err.std():.2f} |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "table.md"), "w") as f:

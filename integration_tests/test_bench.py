@@ -1,0 +1,39 @@
+"""The head-to-head suite runner on a tiny budget: tables, resumability, shared settings."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from r2d2_plugin import ConfigError, bench
+from conftest import R2D2_SHORT, SHORT, DIGITS_CONFIG
+
+TINY = [*SHORT, *R2D2_SHORT, "--num_eval_iter", "20"]
+
+
+def test_suite_runs_every_algorithm_and_label_count_once_and_resumes(tmp_path):
+    out = tmp_path / "suite"
+    argv = ["--c", DIGITS_CONFIG, "--algorithms", "r2d2", "supervised", "--num_labels", "40", "100",
+            "--seeds", "0", "--out", str(out), *TINY]
+    bench.main(argv)
+    with open(out / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["algorithm"], r["num_labels"]) for r in rows] == [
+        ("r2d2", "40"), ("supervised", "40"), ("r2d2", "100"), ("supervised", "100")]
+    assert all(0 <= float(r["error_pct"]) <= 100 and float(r["step_seconds"]) > 0 for r in rows)
+    table = (out / "table.md").read_text()
+    assert "digits, 40 labels" in table and "digits, 100 labels" in table and "R2-D2 cost" in table
+    assert (out / "top1_vs_iteration.png").stat().st_size > 0 and (out / "r2d2_pseudo_labels.png").is_file()
+    assert (out / "COMMAND").read_text().startswith("python -m r2d2_plugin.bench --c ")
+
+    before = (out / "runs.csv").read_text()
+    bench.main(argv)
+    assert (out / "runs.csv").read_text() == before
+
+
+def test_an_algorithm_config_must_share_data_net_batches_and_budget(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text(open(DIGITS_CONFIG).read().replace("batch_size: 16", "batch_size: 32"))
+    with pytest.raises(ConfigError, match="differs from the suite's .* in batch_size"):
+        bench.main(["--c", DIGITS_CONFIG, "--algorithms", "r2d2", "r2d2_strong",
+                    "--algorithm_config", f"r2d2_strong={other}", "--out", str(tmp_path / "x")])
