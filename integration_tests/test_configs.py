@@ -32,7 +32,7 @@ def test_usb_cv_keeps_usbs_vit_setting_and_scales_the_reference_lrs():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_parses_and_validates(path):
     args = get_config(["--c", str(path)])
-    assert args.algorithm == "r2d2"
+    assert args.algorithm in ("r2d2", "r2d2_strong")
     schedule = StageSchedule.from_args(args)
     assert sum((schedule.warmup_iter, schedule.d2_iter, schedule.r2_iter,
                 schedule.finetune_iter)) == args.num_train_iter
