@@ -166,8 +166,13 @@ def digits_run(config: str, dtype: str, seed: int, out: str, threads: int) -> Di
             "seconds": round(seconds, 1), "threads": threads}
 
 
-def digits_table(rows: List[Dict[str, str]], dtypes: Sequence[str]) -> str:
+def digits_table(rows: List[Dict[str, str]], dtypes: Sequence[str], config: str) -> str:
+    threads = sorted({r["threads"] for r in rows})
     lines = ["# Store dtype on digits (40 labels): error % of the final EMA weights", "",
+             f"Each run: `OMP_NUM_THREADS={'/'.join(threads)} python -m r2d2_plugin.train --c {config} "
+             "--r2d2_store_dtype DTYPE --seed SEED` (plus its save_dir / save_name), one run at a "
+             "time on this project's 2-core CPU machine; the 596-image eval set. Made by the "
+             "command in `COMMAND_digits`; per-run numbers in `digits.csv`.", "",
              "| store dtype | error % final (mean ± std) | error % best (mean ± std) | seeds | "
              "per seed (final) |", "|---|---|---|---|---|"]
     for dtype in dtypes:
@@ -226,7 +231,7 @@ def main(argv: Sequence[str] = None) -> None:
                 print(rows[-1], flush=True)
                 write_csv(path, DIGITS_FIELDS, rows)
         with open(os.path.join(args.out, "digits.md"), "w") as f:
-            f.write(digits_table(rows, args.dtypes))
+            f.write(digits_table(rows, args.dtypes, args.c))
         return
     with open(os.path.join(args.out, "COMMAND"), "w") as f:
         f.write(command)
