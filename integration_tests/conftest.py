@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
-import random
 from pathlib import Path
 from typing import List
 
@@ -42,11 +42,15 @@ class ListHandler(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+LOGGER_IDS = itertools.count()
+
+
 def build_alg(argv: List[str]):
-    """Parse like the launcher, seed, and build the algorithm; also return its log messages."""
+    """Parse like the launcher, seed, and build the algorithm; also return its log messages.
+    (Nothing here may draw from the seeded RNGs: USB's RandAugment uses Python's ``random``.)"""
     args = get_config(argv)
     seed_everything(args.seed)
-    logger = logging.getLogger(f"test.{args.save_name}.{random.random()}")
+    logger = logging.getLogger(f"test.{args.save_name}.{next(LOGGER_IDS)}")
     logger.propagate = False
     handler = ListHandler()
     logger.addHandler(handler)
