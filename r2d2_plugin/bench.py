@@ -40,7 +40,8 @@ from .schedule import StageSchedule
 from .train import run
 
 FIELDS = ["algorithm", "num_labels", "seed", "error_pct", "best_top1", "final_top1",
-          "train_seconds", "step_seconds", "torch_threads", "process_peak_rss_mb", "gpu_peak_mb"]
+          "train_seconds", "step_seconds", "cpu_seconds", "cpu_step_seconds", "torch_threads",
+          "process_peak_rss_mb", "gpu_peak_mb"]
 
 
 def read_rows(path: str) -> List[Dict[str, str]]:
@@ -105,12 +106,12 @@ def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, e
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     log_path = os.path.join(out, "runs", f"{name}.out")
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             results = run(argv)
         except SystemExit as err:
             raise RuntimeError(f"run {name} stopped ({err}); its output is in {log_path}") from None
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
     shutil.copy(os.path.join(out, "runs", name, "curves.csv"), os.path.join(out, "curves", f"{name}.csv"))
     return {"algorithm": algorithm, "num_labels": results["num_labels"], "seed": seed,
@@ -118,6 +119,8 @@ def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, e
             "best_top1": round(results["eval/best_acc"], 4),
             "final_top1": round(results["eval/final_acc"], 4),
             "train_seconds": round(seconds, 1), "step_seconds": round(seconds / results["num_train_iter"], 4),
+            "cpu_seconds": round(cpu_seconds, 1),
+            "cpu_step_seconds": round(cpu_seconds / results["num_train_iter"], 4),
             "torch_threads": threads,
             "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else ""}
@@ -133,7 +136,10 @@ def markdown(rows: List[Dict[str, str]], title: str) -> str:
     algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
     final = {a: column(rows, a, "error_pct") for a in algorithms}
     best = {a: 100 * (1 - column(rows, a, "best_top1")) for a in algorithms}
-    step = {a: column(rows, a, "step_seconds").mean() for a in algorithms}
+    # CPU seconds (the run's process, all its threads) do not depend on what else the machine
+    # runs; wall-clock seconds do. Rows written before CPU time was recorded have only the latter.
+    timing = "cpu_step_seconds" if all(r.get("cpu_step_seconds") for r in rows) else "step_seconds"
+    step = {a: column(rows, a, timing).mean() for a in algorithms}
 
     def cell(values: Dict[str, np.ndarray], algorithm: str) -> str:
         text = f"{values[algorithm].mean():.2f} ± {values[algorithm].std():.2f}"
@@ -142,7 +148,8 @@ def markdown(rows: List[Dict[str, str]], title: str) -> str:
 
     ref = step.get("fixmatch")
     lines = [f"### {title}", "",
-             "| algorithm | error % final (mean ± std) | error % best (mean ± std) | seeds | s / step |"
+             "| algorithm | error % final (mean ± std) | error % best (mean ± std) | seeds | "
+             + ("CPU s / step |" if timing == "cpu_step_seconds" else "wall s / step |")
              + (" step / FixMatch step |" if ref else ""),
              "|---|---|---|---|---|" + ("---|" if ref else "")]
     for a in algorithms:
