@@ -301,6 +301,8 @@ def main(argv: Sequence[str] = None) -> None:
     def rank(row: Dict[str, str]) -> tuple:
         return int(row["num_labels"]), order.get(row["algorithm"], len(order)), row["algorithm"], int(row["seed"])
 
+    rows.sort(key=rank)
+
     print(f"=== bench: {len(todo)} runs to do ({len(done)} done), {args.jobs} at a time with {threads} "
           f"torch thread(s) each; suite ETA {suite_eta(rows, todo, args.jobs)}", flush=True)
     context = multiprocessing.get_context("spawn")
