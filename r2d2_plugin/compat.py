@@ -86,12 +86,13 @@ def cpu_stand_ins() -> Iterator[None]:
         torch.Tensor.cuda, torch.cuda.Event, torch.cuda.synchronize = saved
 
 
-def with_cpu_stand_ins(fn: Callable) -> Callable:
-    """``fn`` run inside ``cpu_stand_ins()``; the USB original stays on ``__wrapped_usb__``."""
+def run_inside(context: Callable[[], Any], fn: Callable) -> Callable:
+    """``fn`` run inside ``context()`` (``cpu_stand_ins`` or ``crash_safe_checkpoints``); the USB
+    original stays on ``__wrapped_usb__``."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with cpu_stand_ins():
+        with context():
             return fn(*args, **kwargs)
 
     wrapper.__wrapped_usb__ = fn
@@ -151,18 +152,6 @@ def crash_safe_checkpoints() -> Iterator[None]:
         torch.save, torch.load = saved
 
 
-def with_crash_safe_checkpoints(fn: Callable) -> Callable:
-    """``fn`` run inside ``crash_safe_checkpoints()``; the USB original on ``__wrapped_usb__``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with crash_safe_checkpoints():
-            return fn(*args, **kwargs)
-
-    wrapper.__wrapped_usb__ = fn
-    return wrapper
-
-
 USB_TORCH_SAVE, USB_TORCH_LOAD = torch.save, torch.load
 CHECKPOINTING = [(AlgorithmBase, "save_model"), (AlgorithmBase, "load_model")]
 
@@ -184,9 +173,9 @@ def apply() -> None:
         return
     if not torch.cuda.is_available():
         for owner, name in CUDA_ONLY:
-            setattr(owner, name, with_cpu_stand_ins(getattr(owner, name)))
+            setattr(owner, name, run_inside(cpu_stand_ins, getattr(owner, name)))
     for owner, name in CHECKPOINTING:
-        setattr(owner, name, with_crash_safe_checkpoints(getattr(owner, name)))
+        setattr(owner, name, run_inside(crash_safe_checkpoints, getattr(owner, name)))
     algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
     semilearn.nets.digits_cnn = nets.digits_cnn
     semilearn.nets.resnet18 = nets.resnet18
