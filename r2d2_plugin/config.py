@@ -11,6 +11,7 @@ from ruamel.yaml import YAML
 from semilearn.algorithms.utils import str2bool
 from semilearn.core.utils import ALGORITHMS
 
+from . import distributed
 from .data import OFFLINE_DATASETS, USB_CV_DATASETS, unknown_dataset
 from .errors import ConfigError
 
@@ -89,7 +90,7 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser(algorithm)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
-    args.distributed = args.world_size > 1 or args.multiprocessing_distributed
+    distributed.resolve(args)
     check_config(args)
     return args
 
@@ -103,11 +104,6 @@ def check_config(args: argparse.Namespace) -> None:
     if expected is not None and args.num_classes != expected:
         raise ConfigError(f"num_classes={args.num_classes} but dataset '{args.dataset}' has "
                           f"{expected} classes", f"set num_classes: {expected}")
-    if args.distributed:
-        raise ConfigError("multi-GPU / multi-process training (multiprocessing_distributed: True or "
-                          "world_size > 1) is not supported by this launcher yet",
-                          "set multiprocessing_distributed: False and world_size: 1 (one process, "
-                          "CPU or one GPU chosen with gpu: 0)")
     if args.num_train_iter % args.epoch:
         raise ConfigError(f"num_train_iter={args.num_train_iter} is not a multiple of "
                           f"epoch={args.epoch}", "choose epoch so that it divides num_train_iter")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import os
 import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from semilearn.core.hooks import Hook
 
+from . import distributed
 from .schedule import STAGE_NAMES
 
 
@@ -37,29 +39,53 @@ class RepredictHook(Hook):
         if algorithm.it in self.repredict_at:
             self.repredict(algorithm)
 
+    @staticmethod
+    def share(algorithm: Any) -> range:
+        """The unlabeled indices this process repredicts: every N-th from its rank on under DDP
+        with N processes, all of them in one process."""
+        world, rank = (algorithm.world_size, algorithm.rank) if distributed.active(algorithm) else (1, 0)
+        return range(rank, len(algorithm.dataset_dict["train_ulb"]), world)
+
     def loader(self, algorithm: Any) -> DataLoader:
-        """The unlabeled set with the eval set's transform, in index order."""
+        """This process's share of the unlabeled set with the eval set's transform, in index order."""
         dset = copy.copy(algorithm.dataset_dict["train_ulb"])
         dset.transform = algorithm.dataset_dict["eval"].transform
         dset.is_ulb = False
-        return DataLoader(dset, batch_size=algorithm.args.eval_batch_size, shuffle=False,
-                          num_workers=algorithm.args.num_workers)
+        return DataLoader(Subset(dset, self.share(algorithm)), batch_size=algorithm.args.eval_batch_size,
+                          shuffle=False, num_workers=algorithm.args.num_workers)
 
     @torch.no_grad()
     def repredict(self, algorithm: Any) -> None:
+        """Overwrite the store with the network's logits. Under DDP each process predicts its
+        share and the shares are gathered batch by batch (the same number of gathers on every
+        process, a finished share sending none), so every process writes every row."""
         start = time.perf_counter()
-        model, device = algorithm.model, self.device(algorithm)
+        model, device = distributed.unwrapped(algorithm.model), self.device(algorithm)
         was_training = model.training
         model.eval()
-        for batch in self.loader(algorithm):
-            logits = model(batch["x_lb"].to(device))["logits"]
-            algorithm.store.assign(batch["idx_lb"], logits)
+        batch_size, batches = algorithm.args.eval_batch_size, iter(self.loader(algorithm))
+        share = self.share(algorithm)
+        longest = len(range(0, len(algorithm.dataset_dict["train_ulb"]), share.step))
+        for _ in range(math.ceil(longest / batch_size)):
+            batch = next(batches, None)
+            if batch is None:
+                idx = torch.empty(0, dtype=torch.long, device=device)
+                logits = torch.empty(0, algorithm.num_classes, device=device)
+            else:
+                idx, logits = batch["idx_lb"].to(device), model(batch["x_lb"].to(device))["logits"].float()
+            if distributed.active(algorithm):
+                idx, logits = distributed.gather_padded(idx, logits, batch_size)
+            algorithm.store.assign(idx, logits)
         model.train(was_training)
         algorithm.repredictions += 1
         algorithm.repredict_seconds += time.perf_counter() - start
         algorithm.print_fn(f"r2d2: reprediction {algorithm.repredictions} at iteration "
                            f"{algorithm.it}: pseudo-label acc {algorithm.store.accuracy():.4f}, "
                            f"entropy {algorithm.store.mean_entropy():.4f}")
+        distributed.check_stores_agree(algorithm)
+
+    def after_run(self, algorithm: Any) -> None:
+        distributed.check_stores_agree(algorithm)
 
 
 class ProgressHook(Hook):

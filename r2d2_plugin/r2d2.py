@@ -14,6 +14,7 @@ from semilearn.core.algorithmbase import AlgorithmBase
 from semilearn.core.utils import ALGORITHMS
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
+from . import distributed
 from .data import unknown_dataset
 from .errors import ConfigError
 from .hooks import RepredictHook
@@ -146,14 +147,23 @@ class R2D2(AlgorithmBase):
             total_loss = sup_loss + unsup_loss
         self.check_finite(total_loss, stage)
         if stage in (2, 3):
-            self.store.descend(idx_ulb, torch.softmax(logits_w.detach(), dim=-1),
-                               step=self.lam * self.alpha / batch)
+            self.descend_store(idx_ulb, torch.softmax(logits_w.detach(), dim=-1), batch)
 
         out_dict = self.process_out_dict(loss=total_loss, feat=feat_dict)
         log_dict = self.process_log_dict(sup_loss=sup_loss.item(), unsup_loss=unsup_loss.item(),
                                          total_loss=total_loss.item())
         log_dict.update(self.r2d2_metrics(stage))
         return out_dict, log_dict
+
+    def descend_store(self, idx_ulb: torch.Tensor, probs: torch.Tensor, batch: int) -> None:
+        """D2's store step from this step's weak-view predictions. Under DDP every process
+        applies the updates of all processes (gathered in rank order), so the store stays
+        identical everywhere, with the step λα/B of the global batch B (processes x ``batch``),
+        as one process with that batch takes it."""
+        if distributed.active(self):
+            idx_ulb, probs = distributed.gather_rows(idx_ulb, probs)
+            batch *= self.world_size
+        self.store.descend(idx_ulb, probs, step=self.lam * self.alpha / batch)
 
     def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int) -> torch.Tensor:
         """The D2 loss of every sample of the batch (labeled first) in stages 2 and 3."""

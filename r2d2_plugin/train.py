@@ -3,7 +3,8 @@
     python -m r2d2_plugin.train --c CONFIG.yaml [--option value ...]
 
 Runs ``r2d2`` or any USB algorithm from a USB-format YAML on the CPU or one GPU, seeded, with
-USB's save_dir / save_name / resume / load_path semantics.
+USB's save_dir / save_name / resume / load_path semantics; under ``torchrun --nproc_per_node=N``,
+on N GPUs (NCCL) or N CPU processes (gloo) through USB's DDP path (``distributed``).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import torch
 import r2d2_plugin  # noqa: F401  (registers r2d2 and applies the USB patches)
 import semilearn.nets as usb_nets
 from semilearn.algorithms import get_algorithm
-from semilearn.core.utils import TBLog, count_parameters, get_net_builder, send_model_cuda
+from semilearn.core.utils import TBLog, count_parameters, get_net_builder
 
+from . import distributed
 from .config import get_config
 from .errors import ConfigError
 from .hooks import CurveHook, ProgressHook
@@ -58,54 +60,82 @@ def log_to_file(logger: logging.Logger, save_path: str) -> None:
 
 
 def build(args: Any, logger: logging.Logger) -> Any:
-    """The algorithm, on CUDA through USB's ``send_model_cuda`` when there is a GPU; with
-    ``use_wandb`` it logs through ``LeaderboardWandbHook`` instead of USB's ``WANDBHook``."""
+    """The algorithm, placed as USB's ``train.py`` places it: ``send_model_cuda`` when there is a
+    GPU (DDP with SyncBatchNorm under torchrun), DDP over gloo under torchrun on the CPU; with
+    ``use_wandb`` it logs through ``LeaderboardWandbHook`` instead of USB's ``WANDBHook``
+    (on rank 0 only)."""
     if not args.net_from_name and not hasattr(usb_nets, args.net):
         raise ConfigError(f"unknown net '{args.net}'", "use a semilearn.nets name (e.g. wrn_28_2) "
                           "or digits_cnn, or set net_from_name: True for a torchvision model")
+    distributed.join(args)
     net_builder = get_net_builder(args.net, args.net_from_name)
     use_wandb, args.use_wandb = args.use_wandb, False
     alg = get_algorithm(args, net_builder, None, logger)
     args.use_wandb = use_wandb
-    if use_wandb:
+    if use_wandb and distributed.is_main(args):
         alg.register_hook(LeaderboardWandbHook(), "WANDBHook", "LOWEST")
-    if torch.cuda.is_available():
-        alg.model = send_model_cuda(args, alg.model)
-        alg.ema_model = send_model_cuda(args, alg.ema_model, clip_batch=False)
+    alg.model = distributed.wrap_model(args, alg.model)
+    alg.ema_model = distributed.wrap_model(args, alg.ema_model, clip_batch=False)
+    if args.distributed:
+        # USB's hooks save and log where rank % ngpus_per_node == 0, ngpus_per_node being
+        # torch.cuda.device_count() (0 on the CPU): count the processes of this node instead.
+        alg.ngpus_per_node = distributed.local_world()
     return alg
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Parse, build, (resume,) train; return USB's results dict plus the final top-1, the
-    number of labels (as the dataset set it) and the iteration budget."""
-    args = get_config(argv)
+def prepare(args: Any) -> Any:
+    """Seed, build, (resume,) and hook the algorithm; only rank 0 touches the run's folder."""
     seed_everything(args.seed)
     save_path = os.path.join(args.save_dir, args.save_name)
+    main = distributed.is_main(args)
     logger = make_logger(f"r2d2_plugin.{args.save_name}")
+    logger.setLevel(logging.INFO if main else logging.WARNING)
     alg = build(args, logger)
-    if os.path.exists(save_path) and not args.resume:
+    if main and os.path.exists(save_path) and not args.resume:
         if not args.overwrite:
             raise ConfigError(f"{save_path} already exists", "set overwrite: True, resume: True, "
                               "or another save_name")
         shutil.rmtree(save_path)
-    log_to_file(logger, save_path)
-    alg.tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
+    if args.distributed:
+        torch.distributed.barrier()
+    if main:
+        log_to_file(logger, save_path)
+        alg.tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    logger.info(f"{args.algorithm} on {args.dataset} ({device}), "
+    processes = f", {args.world_size} processes" if args.distributed else ""
+    logger.info(f"{args.algorithm} on {args.dataset} ({device}{processes}), "
                 f"{count_parameters(alg.model)} trainable parameters")
     if args.resume:
         alg.load_model(args.load_path)
         logger.info(f"resumed from {args.load_path} at iteration {alg.it}")
-    alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")
-    alg.register_hook(CurveHook(), "CurveHook", "LOWEST")
+    if main:
+        alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")
+        alg.register_hook(CurveHook(), "CurveHook", "LOWEST")
+    return alg
+
+
+def fit(args: Any, alg: Any) -> Dict[str, Any]:
+    """Train; return USB's results dict plus the final top-1, the number of labels (as the
+    dataset set it) and the iteration budget."""
     alg.train()
     results = dict(alg.results_dict, num_labels=args.num_labels, num_train_iter=args.num_train_iter)
     final = alg.log_dict.get("eval/top-1-acc")
     results["eval/final_acc"] = alg.evaluate("eval")["eval/top-1-acc"] if final is None else final
-    print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
-          f"best top-1 {results['eval/best_acc']:.4f} (iteration {results['eval/best_it'] + 1})",
-          flush=True)
+    if distributed.is_main(args):
+        print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
+              f"best top-1 {results['eval/best_acc']:.4f} (iteration {results['eval/best_it'] + 1})",
+              flush=True)
     return results
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Parse, prepare, train (``fit``); under torchrun, leave the process group at the end."""
+    args = get_config(argv)
+    try:
+        return fit(args, prepare(args))
+    finally:
+        if args.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def main() -> None:
