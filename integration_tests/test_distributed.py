@@ -75,7 +75,6 @@ def test_two_processes_keep_one_store_and_match_one_process(tmp_path):
     # Only rank 0 writes the run's folder; its checkpoint holds the (common) store.
     checkpoint = torch.load(tmp_path / "two_runs" / "r2d2" / "latest_model.pth", weights_only=False)
     assert torch.equal(checkpoint["r2d2"]["store"]["logits"], two[0]["store"])
-    assert not (tmp_path / "one_run" / "r2d2").samefile(tmp_path / "two_runs" / "r2d2")
 
 
 def test_usb_baseline_under_torchrun(tmp_path):
@@ -92,3 +91,20 @@ def test_usb_spawn_launch_is_refused_with_the_torchrun_command(option, monkeypat
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ConfigError, match="torchrun --nproc_per_node=N"):
         get_config(["--c", DIGITS_CONFIG, *option])
+
+
+def test_sharded_store_keeps_the_replicated_store_bit_for_bit(tmp_path):
+    """``r2d2_store_device: sharded`` (each process keeps every 2nd row) against the replicated
+    store, 2 processes each: same store, same model, and a checkpoint holding the whole store."""
+    runs = {}
+    for place in ("device", "sharded"):
+        runs[place] = torchrun(2, tmp_path / place, short_argv(tmp_path / "runs", "--r2d2_store_device", place,
+                                                               name=place), tmp_path)
+    replicated, sharded = runs["device"][0], runs["sharded"]
+    assert torch.equal(sharded[0]["store"], replicated["store"])
+    assert torch.equal(sharded[1]["store"], replicated["store"])
+    assert sharded[0]["pseudo_label_acc"] == replicated["pseudo_label_acc"]
+    for name, tensor in replicated["model"].items():
+        assert torch.equal(sharded[0]["model"][name], tensor), name
+    checkpoint = torch.load(tmp_path / "runs" / "sharded" / "latest_model.pth", weights_only=False)
+    assert torch.equal(checkpoint["r2d2"]["store"]["logits"], replicated["store"])

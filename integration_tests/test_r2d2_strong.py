@@ -69,12 +69,23 @@ def test_threshold_masks_and_temperature_sharpens(tmp_path):
     targets[1, 3] = 1.0   # top probability 0.23 at T = 1; 0.45 at T = 0.5: masked
     targets[2, 3] = 3.0   # top probability 0.69 at T = 1; 0.98 at T = 0.5: kept
     targets[3, 3] = 8.0
-    per_sample = alg.per_sample_loss(logits, targets, num_lb=1)
+    per_sample = alg.per_sample_loss(logits, targets, num_lb=1, logits_w=torch.zeros(3, 10))
     expected = d2_loss(logits, torch.cat((targets[:1], targets[1:] / 0.5)), alg.alpha, alg.beta)
     torch.testing.assert_close(per_sample, expected * torch.tensor([1.0, 0.0, 1.0, 1.0]))
 
 
-@pytest.mark.parametrize("option, value", [("r2d2_strong_T", "0"), ("r2d2_strong_threshold", "1.5")])
+def test_entropy_term_on_the_weak_view(tmp_path):
+    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_strong_entropy_view", "weak"))
+    logits, targets = torch.randn(4, 10), torch.randn(4, 10)
+    logits_w = torch.randn(3, 10)
+    per_sample = alg.per_sample_loss(logits, targets, num_lb=1, logits_w=logits_w)
+    kl = d2_loss(logits, targets, alg.alpha, 0.0)
+    entropy = d2_loss(torch.cat((logits[:1], logits_w)), targets, 0.0, alg.beta)
+    torch.testing.assert_close(per_sample, kl + entropy)
+
+
+@pytest.mark.parametrize("option, value", [("r2d2_strong_T", "0"), ("r2d2_strong_threshold", "1.5"),
+                                           ("r2d2_strong_entropy_view", "both")])
 def test_bad_variant_options_are_refused(tmp_path, option, value):
     with pytest.raises(ConfigError, match=option):
         get_config(short_argv(tmp_path, "--algorithm", "r2d2_strong", f"--{option}", value))

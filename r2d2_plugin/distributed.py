@@ -50,7 +50,9 @@ def resolve(args: Any) -> None:
                 "False and world_size: 1 for one process")
         args.distributed, args.world_size, args.rank = False, 1, 0
         return
-    args.distributed, args.multiprocessing_distributed = True, False
+    # multiprocessing_distributed as under USB's own launch: USB's EvaluationHook then saves the
+    # final checkpoint on rank 0 only.
+    args.distributed, args.multiprocessing_distributed = True, True
     args.world_size, args.rank = world, int(os.environ["RANK"])
     args.gpu = int(os.environ["LOCAL_RANK"]) if torch.cuda.is_available() else None
 

@@ -73,7 +73,7 @@ class RepredictHook(Hook):
                 logits = torch.empty(0, algorithm.num_classes, device=device)
             else:
                 idx, logits = batch["idx_lb"].to(device), model(batch["x_lb"].to(device))["logits"].float()
-            if distributed.active(algorithm):
+            if distributed.active(algorithm) and algorithm.store.replicated:
                 idx, logits = distributed.gather_padded(idx, logits, batch_size)
             algorithm.store.assign(idx, logits)
         model.train(was_training)
@@ -82,10 +82,23 @@ class RepredictHook(Hook):
         algorithm.print_fn(f"r2d2: reprediction {algorithm.repredictions} at iteration "
                            f"{algorithm.it}: pseudo-label acc {algorithm.store.accuracy():.4f}, "
                            f"entropy {algorithm.store.mean_entropy():.4f}")
-        distributed.check_stores_agree(algorithm)
+        if algorithm.store.replicated:
+            distributed.check_stores_agree(algorithm)
+
+    def after_train_step(self, algorithm: Any) -> None:
+        """A sharded store is gathered whole on every process just before USB's rank-0 checkpoint
+        (CheckpointHook saves at evaluation iterations and at the last one)."""
+        if not algorithm.store.replicated and (self.every_n_iters(algorithm, algorithm.num_eval_iter)
+                                               or self.is_last_iter(algorithm)):
+            algorithm.store.gather_for_checkpoint()
 
     def after_run(self, algorithm: Any) -> None:
-        distributed.check_stores_agree(algorithm)
+        """Before USB's final save: gather a sharded store; check a replicated one is the same
+        on every process."""
+        if algorithm.store.replicated:
+            distributed.check_stores_agree(algorithm)
+        else:
+            algorithm.store.gather_for_checkpoint()
 
 
 class ProgressHook(Hook):

@@ -19,6 +19,7 @@ from .data import unknown_dataset
 from .errors import ConfigError
 from .hooks import RepredictHook
 from .schedule import StageSchedule
+from .sharded_store import ShardedPseudoLabelStore
 from .store import PseudoLabelStore, check_store_options
 
 # The reference's store step: λ = 4000 at a batch of B = 512 samples.
@@ -56,8 +57,8 @@ class R2D2(AlgorithmBase):
         - r2d2_labeled_logit: logit at the true class of a labeled sample's fixed target (10)
         - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
         - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
-        - r2d2_store_dtype (fp32 | bf16 | fp16), r2d2_store_device (device | cpu_pinned): how the
-          store is kept (``PseudoLabelStore``)
+        - r2d2_store_dtype (fp32 | bf16 | fp16), r2d2_store_device (device | cpu_pinned | sharded):
+          how the store is kept (``PseudoLabelStore``, ``ShardedPseudoLabelStore``)
     """
 
     # The unlabeled views USB's BasicDataset serves, chosen by algorithm name: weak only.
@@ -75,8 +76,9 @@ class R2D2(AlgorithmBase):
     def init(self, alpha: float, beta: float, lam: float, labeled_logit: float) -> None:
         self.alpha, self.beta, self.lam, self.labeled_logit = alpha, beta, lam, labeled_logit
         ulb = self.dataset_dict["train_ulb"]
-        self.store = PseudoLabelStore(len(ulb), self.num_classes, torch.as_tensor(np.asarray(ulb.targets)),
-                                      dtype=self.args.r2d2_store_dtype, place=self.args.r2d2_store_device)
+        labels, dtype, place = torch.as_tensor(np.asarray(ulb.targets)), self.args.r2d2_store_dtype, self.args.r2d2_store_device
+        self.store = (ShardedPseudoLabelStore(len(ulb), self.num_classes, labels, dtype) if place == "sharded"
+                      else PseudoLabelStore(len(ulb), self.num_classes, labels, dtype=dtype, place=place))
         self.repredictions = 0
         self.repredict_seconds = 0.0
 
@@ -141,7 +143,7 @@ class R2D2(AlgorithmBase):
                     per_sample = F.cross_entropy(trained, targets, reduction="none")
                 else:
                     targets = torch.cat((self.labeled_targets(y_lb), self.store.read(idx_ulb)))
-                    per_sample = self.per_sample_loss(trained, targets, num_lb)
+                    per_sample = self.per_sample_loss(trained, targets, num_lb, logits_w)
                 sup_loss = per_sample[:num_lb].sum() / batch
                 unsup_loss = per_sample[num_lb:].sum() / batch
             total_loss = sup_loss + unsup_loss
@@ -165,8 +167,10 @@ class R2D2(AlgorithmBase):
             batch *= self.world_size
         self.store.descend(idx_ulb, probs, step=self.lam * self.alpha / batch)
 
-    def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int) -> torch.Tensor:
-        """The D2 loss of every sample of the batch (labeled first) in stages 2 and 3."""
+    def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int,
+                        logits_w: torch.Tensor) -> torch.Tensor:
+        """The D2 loss of every sample of the batch (labeled first) in stages 2 and 3; ``logits``
+        are the trained views' (here the weak view's, ``logits_w`` again for the unlabeled part)."""
         return d2_loss(logits, target_logits, self.alpha, self.beta)
 
     def r2d2_metrics(self, stage: int) -> Dict[str, float]:
@@ -236,8 +240,9 @@ class R2D2(AlgorithmBase):
                          "kept precision of the pseudo-label store: fp32, bf16 or fp16 "
                          "(computations stay fp32)"),
             SSL_Argument("--r2d2_store_device", str, "device",
-                         "where the store lives: device (with the model) or cpu_pinned (CPU memory, "
-                         "pinned when CUDA exists, rows moved per batch)"),
+                         "where the store lives: device (with the model), cpu_pinned (CPU memory, "
+                         "pinned when CUDA exists, rows moved per batch) or sharded (with the model, "
+                         "split across torchrun's processes)"),
         ]
 
 

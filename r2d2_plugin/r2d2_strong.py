@@ -18,12 +18,17 @@ from .errors import ConfigError
 from .r2d2 import R2D2, d2_loss
 
 
+ENTROPY_VIEWS = ("strong", "weak")
+
+
 @ALGORITHMS.register("r2d2_strong")
 class R2D2Strong(R2D2):
     """R2-D2 trained on the strong view. Options (besides ``r2d2``'s):
         - r2d2_strong_T: temperature of the target, softmax(ỹ / T) (1: the store's pseudo-label)
         - r2d2_strong_threshold: unlabeled samples whose pseudo-label's top probability is
           below it are left out of the loss (0: none)
+        - r2d2_strong_entropy_view: strong (default) or weak, the view of the unlabeled samples'
+          entropy term β·H(f)
     """
 
     # USB's BasicDataset serves the weak and the strong view for FixMatch's name.
@@ -32,19 +37,28 @@ class R2D2Strong(R2D2):
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_strong_options(args)
         self.T, self.threshold = args.r2d2_strong_T, args.r2d2_strong_threshold
+        self.entropy_view = args.r2d2_strong_entropy_view
         super().__init__(args, net_builder, tb_log, logger)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
                    x_ulb_w: torch.Tensor, x_ulb_s: torch.Tensor):
         return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s)
 
-    def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int) -> torch.Tensor:
-        """D2 loss against the tempered targets, unlabeled samples below the threshold masked."""
+    def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int,
+                        logits_w: torch.Tensor) -> torch.Tensor:
+        """D2 loss against the tempered targets, unlabeled samples below the threshold masked;
+        the entropy term of the unlabeled samples on the strong view (``logits``) or on the weak
+        one (``logits_w``)."""
         ulb_targets = target_logits[num_lb:] / self.T
         keep = torch.softmax(ulb_targets, dim=-1).max(dim=-1).values >= self.threshold
         targets = torch.cat((target_logits[:num_lb], ulb_targets))
         mask = torch.cat((torch.ones(num_lb, device=logits.device), keep.float()))
-        return d2_loss(logits, targets, self.alpha, self.beta) * mask
+        if self.entropy_view == "strong":
+            loss = d2_loss(logits, targets, self.alpha, self.beta)
+        else:
+            loss = (d2_loss(logits, targets, self.alpha, 0.0)
+                    + d2_loss(torch.cat((logits[:num_lb], logits_w)), targets, 0.0, self.beta))
+        return loss * mask
 
     @staticmethod
     def get_argument():
@@ -52,6 +66,9 @@ class R2D2Strong(R2D2):
             SSL_Argument("--r2d2_strong_T", float, 1.0, "temperature of the strong view's target"),
             SSL_Argument("--r2d2_strong_threshold", float, 0.0,
                          "least top pseudo-label probability for an unlabeled sample to count"),
+            SSL_Argument("--r2d2_strong_entropy_view", str, "strong",
+                         "view whose prediction the entropy term of unlabeled samples is taken on: "
+                         "strong or weak"),
         ]
 
 
@@ -62,3 +79,6 @@ def check_strong_options(args: Any) -> None:
     if not 0 <= args.r2d2_strong_threshold < 1:
         raise ConfigError(f"r2d2_strong_threshold={args.r2d2_strong_threshold} must be in [0, 1)",
                           "set a probability below 1 (0 keeps every unlabeled sample)")
+    if args.r2d2_strong_entropy_view not in ENTROPY_VIEWS:
+        raise ConfigError(f"r2d2_strong_entropy_view={args.r2d2_strong_entropy_view!r} is not a view",
+                          f"set it to one of {', '.join(ENTROPY_VIEWS)}")

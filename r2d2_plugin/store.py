@@ -14,7 +14,7 @@ import torch
 from .errors import ConfigError
 
 STORE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-STORE_DEVICES = ("device", "cpu_pinned")
+STORE_DEVICES = ("device", "cpu_pinned", "sharded")
 # Rows per chunk for store-wide statistics: bounds their fp32 temporaries (an ImageNet-size
 # store is 1.28 M x 1000).
 STATS_CHUNK = 65536
@@ -28,7 +28,8 @@ def check_store_options(dtype: str, device: str) -> None:
     if device not in STORE_DEVICES:
         raise ConfigError(f"r2d2_store_device={device!r} is not a store place",
                           f"set r2d2_store_device to one of {', '.join(STORE_DEVICES)} (device: with "
-                          f"the model; cpu_pinned: pinned CPU memory, rows moved per batch)")
+                          f"the model; cpu_pinned: pinned CPU memory, rows moved per batch; sharded: "
+                          f"on the model's device, split across torchrun's processes)")
 
 
 class PseudoLabelStore:
@@ -44,10 +45,12 @@ class PseudoLabelStore:
     ``device`` is where the computations run.
     """
 
+    replicated = True  # every process keeps every row (``ShardedPseudoLabelStore``: its share)
+
     def __init__(self, num_samples: int, num_classes: int, true_labels: torch.Tensor,
                  dtype: str = "fp32", place: str = "device"):
         check_store_options(dtype, place)
-        self.dtype_name, self.place = dtype, place
+        self.dtype_name, self.place, self.num_samples = dtype, place, num_samples
         self.compute_device = torch.device("cpu")
         self.logits = self.placed(torch.zeros(num_samples, num_classes, dtype=STORE_DTYPES[dtype]))
         self.true_labels = torch.as_tensor(true_labels, dtype=torch.long).clone()
@@ -60,7 +63,7 @@ class PseudoLabelStore:
     def placed(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` in the store's dtype and place."""
         logits = logits.to(STORE_DTYPES[self.dtype_name])
-        if self.place == "device":
+        if self.place != "cpu_pinned":
             return logits.to(self.compute_device)
         logits = logits.cpu()
         return logits.pin_memory() if torch.cuda.is_available() and not logits.is_pinned() else logits
@@ -72,14 +75,30 @@ class PseudoLabelStore:
         self.true_labels = self.true_labels.to(self.compute_device)
         return self
 
+    def rows(self, positions: torch.Tensor) -> torch.Tensor:
+        """A copy of the kept rows at ``positions`` in fp32 on ``device``."""
+        rows = self.logits.index_select(0, positions.to(self.logits.device))
+        return rows.to(self.compute_device, torch.float32, non_blocking=True)
+
+    def set_rows(self, positions: torch.Tensor, rows: torch.Tensor) -> None:
+        self.logits[positions.to(self.logits.device)] = rows.detach().to(self.logits.device, self.logits.dtype)
+
+    def kept(self, idx: torch.Tensor, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The positions of the samples ``idx`` that this store keeps, and their ``rows``: all of
+        them here (``ShardedPseudoLabelStore`` keeps its own share)."""
+        return idx, rows
+
+    def reduced(self, *totals: float) -> Tuple[float, ...]:
+        """Store-wide ``totals`` summed over the processes that share the store: one here."""
+        return totals
+
     def read(self, idx: torch.Tensor) -> torch.Tensor:
         """A copy of the logits of ``idx`` in fp32 on ``device`` (later updates do not change it)."""
-        rows = self.logits.index_select(0, idx.to(self.logits.device))
-        return rows.to(self.compute_device, torch.float32, non_blocking=True)
+        return self.rows(idx)
 
     def write(self, idx: torch.Tensor, rows: torch.Tensor) -> None:
         """Keep ``rows`` (any dtype and device) as the logits of ``idx``."""
-        self.logits[idx.to(self.logits.device)] = rows.detach().to(self.logits.device, self.logits.dtype)
+        self.set_rows(*self.kept(idx.to(self.compute_device), rows.to(self.compute_device)))
 
     def assign(self, idx: torch.Tensor, logits: torch.Tensor) -> None:
         """R2: overwrite the entries of ``idx`` with network logits."""
@@ -97,10 +116,11 @@ class PseudoLabelStore:
         reference's store does, on CPU and CUDA alike. Computed in fp32; the result is rounded
         to the store's dtype.
         """
-        idx, probs = last_occurrence(idx.to(self.compute_device), probs)
-        current = self.read(idx)
+        idx, probs = last_occurrence(idx.to(self.compute_device), probs.to(self.compute_device))
+        positions, probs = self.kept(idx, probs)
+        current = self.rows(positions)
         grad = torch.softmax(current, dim=-1) - probs.detach().to(current)
-        self.write(idx, current - step * grad)
+        self.set_rows(positions, current - step * grad)
 
     def hard_labels(self, idx: torch.Tensor) -> torch.Tensor:
         """argmax ỹ_i for the fine-tune stage."""
@@ -119,7 +139,8 @@ class PseudoLabelStore:
         for rows, _ in self.chunks():
             log_p = torch.log_softmax(rows, dim=-1)
             total += float(-(log_p.exp() * log_p).sum(dim=-1).sum())
-        return total / max(self.logits.shape[0], 1)
+        (total,) = self.reduced(total)
+        return total / max(self.num_samples, 1)
 
     def accuracy(self) -> float:
         """Share of entries whose argmax ỹ is the true label (entries whose true label is
@@ -129,14 +150,19 @@ class PseudoLabelStore:
             mask = labels >= 0
             hits += int((rows[mask].argmax(dim=-1) == labels[mask]).sum())
             known += int(mask.sum())
+        hits, known = self.reduced(hits, known)
         return hits / known if known else float("nan")
 
     def nbytes(self) -> int:
         """Bytes of the kept logits."""
         return self.logits.numel() * self.logits.element_size()
 
+    def full_logits(self) -> torch.Tensor:
+        """The whole store (all samples x C, kept dtype) on the CPU."""
+        return self.logits.detach().cpu().clone()
+
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        return {"logits": self.logits.detach().cpu().clone()}
+        return {"logits": self.full_logits()}
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         logits = state["logits"]
