@@ -1,18 +1,22 @@
 """Store storage options at ImageNet size, and their accuracy effect on digits.
 
     python -m r2d2_plugin.scale --out results/scale                 # ImageNet-size store
+    torchrun --standalone --nproc_per_node=2 -m r2d2_plugin.scale --distributed --out results/scale
     python -m r2d2_plugin.scale --out results/scale --digits        # bf16 / fp16 vs fp32 on digits
 
 Store mode: a synthetic ``PseudoLabelStore`` of ImageNet-1k size (1 281 167 unlabeled rows x
 1000 classes; random indices and logits, no images), one option at a time (created, timed,
-freed). For each option it writes the bytes a rank holds for 1, 2 and 8 ranks (computed) and the
+freed). For each one-process option it writes the bytes kept on the GPU and on the host and the
 measured time of the store's work in one training step on this machine: ``read`` + ``descend``
 of one unlabeled batch, and one ``assign`` of a batch (R2 assigns the whole store batch by batch
 at each reprediction, not every step). The batch is USB's ImageNet batch: ``batch_size`` 64,
-``uratio`` 1, so 64 unlabeled rows per step and rank. "sharded" (rows owned by index modulo the
-world size) needs multi-process training, which the plugin does not run yet: its bytes and the
-rows it would exchange per step are computed, not run. Writes ``table.md``, ``store.csv``,
+``uratio`` 1, so 64 unlabeled rows per step and process. Writes ``table.md``, ``store.csv``,
 ``COMMAND``.
+
+Distributed mode (under torchrun): the replicated and the sharded store, fp32 and bf16, each
+process timing the step's store work as ``R2D2`` does it under DDP; bytes per process measured
+for the processes run and computed for 8. Writes ``distributed.md``, ``distributed.csv``,
+``COMMAND_distributed``.
 
 Digits mode: ``python -m r2d2_plugin.train --c configs/r2d2_digits_40.yaml --r2d2_store_dtype D
 --seed S`` for every dtype and seed, one process at a time with ``OMP_NUM_THREADS`` threads; a run
@@ -36,17 +40,23 @@ from typing import Dict, List, Sequence
 
 import torch
 
+import torch.distributed as dist
+
+from .distributed import gather_rows
+from .sharded_store import ShardedPseudoLabelStore
 from .store import STORE_DTYPES, PseudoLabelStore
 
 IMAGENET_ROWS, IMAGENET_CLASSES = 1_281_167, 1000
 BATCH_ULB = 64  # USB's ImageNet setting: batch_size 64 x uratio 1 unlabeled rows per step
-RANKS = (1, 2, 8)
+# Under torchrun: the options that need the process group; 8 processes are computed.
+COMPUTED_RANKS = (8,)
 GB = 1e9
 # (name, dtype, place) of the options that run in one process.
 OPTIONS = [("fp32 on device", "fp32", "device"), ("bf16 on device", "bf16", "device"),
            ("fp16 on device", "fp16", "device"), ("fp32 pinned CPU", "fp32", "cpu_pinned"),
            ("bf16 pinned CPU", "bf16", "cpu_pinned")]
-SHARDED = [("fp32 sharded", "fp32"), ("bf16 sharded", "bf16")]
+DISTRIBUTED = [("fp32 replicated", "fp32", "device"), ("fp32 sharded", "fp32", "sharded"),
+               ("bf16 replicated", "bf16", "device"), ("bf16 sharded", "bf16", "sharded")]
 STORE_FIELDS = ["option", "dtype", "place", "ranks", "gpu_bytes_per_rank", "host_bytes_per_rank",
                 "exchanged_bytes_per_step_per_rank", "step_ms", "read_ms", "descend_ms",
                 "assign_ms", "measured"]
@@ -84,49 +94,103 @@ def time_store_ops(dtype: str, place: str, repeats: int, rows: int, classes: int
 
 
 def store_rows(repeats: int, rows: int, classes: int) -> List[Dict[str, object]]:
-    """One CSV row per option and world size."""
+    """One CSV row per one-process option."""
     batch_fp32 = BATCH_ULB * classes * 4
     out: List[Dict[str, object]] = []
     for name, dtype, place in OPTIONS:
         ms = time_store_ops(dtype, place, repeats, rows, classes)
         full = rows * classes * element_bytes(dtype)
-        for ranks in RANKS:
-            out.append({"option": name, "dtype": dtype, "place": place, "ranks": ranks,
-                        "gpu_bytes_per_rank": full if place == "device" else batch_fp32,
-                        "host_bytes_per_rank": full if place == "cpu_pinned" else 0,
-                        "exchanged_bytes_per_step_per_rank": 0,
-                        "step_ms": round(ms["read"] + ms["descend"], 3),
-                        "read_ms": round(ms["read"], 3), "descend_ms": round(ms["descend"], 3),
-                        "assign_ms": round(ms["assign"], 3), "measured": "yes"})
+        out.append({"option": name, "dtype": dtype, "place": place, "ranks": 1,
+                    "gpu_bytes_per_rank": full if place == "device" else batch_fp32,
+                    "host_bytes_per_rank": full if place == "cpu_pinned" else 0,
+                    "exchanged_bytes_per_step_per_rank": 0,
+                    "step_ms": round(ms["read"] + ms["descend"], 3),
+                    "read_ms": round(ms["read"], 3), "descend_ms": round(ms["descend"], 3),
+                    "assign_ms": round(ms["assign"], 3), "measured": "yes"})
         print(f"{name}: {ms}", flush=True)
-    for name, dtype in SHARDED:
-        for ranks in RANKS:
-            shard = math.ceil(rows / ranks) * classes * element_bytes(dtype)
-            # Rows of a rank's batch owned by the other ranks come in for the read and go back
-            # after the D2 step.
-            exchanged = 2 * BATCH_ULB * classes * element_bytes(dtype) * (ranks - 1) / ranks
-            out.append({"option": name, "dtype": dtype, "place": "sharded", "ranks": ranks,
-                        "gpu_bytes_per_rank": shard, "host_bytes_per_rank": 0,
-                        "exchanged_bytes_per_step_per_rank": int(exchanged), "step_ms": "",
-                        "read_ms": "", "descend_ms": "", "assign_ms": "",
-                        "measured": "no (computed; needs multi-process training)"})
+    return out
+
+
+def exchanged_bytes(place: str, ranks: int, classes: int) -> int:
+    """Payload a process receives per step under DDP: the other processes' batch indices and
+    weak-view probabilities (gathered for the D2 step; both places), and for ``sharded`` the
+    all-reduce of every process's batch rows in ``read``."""
+    gathered = (ranks - 1) * BATCH_ULB * (classes * 4 + 8)
+    return gathered + (ranks * BATCH_ULB * classes * 4 if place == "sharded" and ranks > 1 else 0)
+
+
+DISTRIBUTED_INTRO = (
+    "Under DDP (`torchrun`, gloo, one CPU process per rank on this 2-core machine), median over "
+    "`--repeats` random batches of 64 unlabeled rows per process: the store's work "
+    "in one training step as R2D2 does it, timed with the processes in step: `read` of the "
+    "process's own batch (sharded: indices gathered, rows all-reduced from their owners) and "
+    "`descend` of every process's batch after gathering indices and weak-view probabilities "
+    "(\"descend ms\" includes that gather). \"replicated\" is `r2d2_store_device: device` (every "
+    "process keeps every row), \"sharded\" is `r2d2_store_device: sharded`. Bytes per rank are "
+    "measured (`nbytes` of the kept logits) for the processes run and computed for 8; exchanged "
+    "KB is the payload a process receives per step (computed). The processes share 2 cores, so "
+    "the times are upper bounds of the store's cost, not GPU times.")
+
+
+def distributed_rows(repeats: int, rows: int, classes: int) -> List[Dict[str, object]]:
+    """Under torchrun: for each option of ``DISTRIBUTED``, the store's per-step work as R2D2 does
+    it (``read`` of this process's batch, ``gather_rows`` + ``descend`` of every process's batch),
+    timed with the processes in step; the bytes of the store each process holds, measured, and,
+    for ``COMPUTED_RANKS``, computed. Rows returned on rank 0."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    out: List[Dict[str, object]] = []
+    for name, dtype, place in DISTRIBUTED:
+        labels = torch.zeros(rows, dtype=torch.long)
+        store = (ShardedPseudoLabelStore(rows, classes, labels, dtype) if place == "sharded"
+                 else PseudoLabelStore(rows, classes, labels, dtype, place))
+        generator = torch.Generator().manual_seed(rank)
+        store.logits.normal_(generator=generator)
+        read_ms, descend_ms = [], []
+        for _ in range(repeats + 1):
+            idx = torch.randint(rows, (BATCH_ULB,), generator=generator)
+            probs = torch.softmax(torch.randn(BATCH_ULB, classes, generator=generator), dim=-1)
+            dist.barrier()
+            t0 = time.perf_counter()
+            store.read(idx)
+            t1 = time.perf_counter()
+            store.descend(*gather_rows(idx, probs), step=0.78)
+            t2 = time.perf_counter()
+            read_ms.append((t1 - t0) * 1000.0)
+            descend_ms.append((t2 - t1) * 1000.0)
+        held = store.nbytes()
+        del store
+        gc.collect()
+        read, descend = statistics.median(read_ms[1:]), statistics.median(descend_ms[1:])
+        print(f"rank {rank} {name}: read {read:.3f} ms, gather + descend {descend:.3f} ms", flush=True)
+        for ranks in (world, *COMPUTED_RANKS):
+            measured = ranks == world
+            out.append({"option": name, "dtype": dtype, "place": place, "ranks": ranks,
+                        "gpu_bytes_per_rank": held if measured else
+                        (math.ceil(rows / ranks) if place == "sharded" else rows) * classes * element_bytes(dtype),
+                        "host_bytes_per_rank": 0,
+                        "exchanged_bytes_per_step_per_rank": exchanged_bytes(place, ranks, classes),
+                        "step_ms": round(read + descend, 3) if measured else "",
+                        "read_ms": round(read, 3) if measured else "",
+                        "descend_ms": round(descend, 3) if measured else "", "assign_ms": "",
+                        "measured": f"yes ({world} gloo processes on the CPU)" if measured
+                        else "bytes computed"})
     return out
 
 
 def store_table(rows: List[Dict[str, object]], threads: int, repeats: int, num_rows: int,
-                classes: int) -> str:
+                classes: int, intro: str = "") -> str:
     lines = [
         f"# Pseudo-label store of {num_rows} x {classes} (synthetic; ImageNet-1k size by default)",
         "",
-        f"Store ms per training step: median over {repeats} random unlabeled batches of "
+        intro or (f"Store ms per training step: median over {repeats} random unlabeled batches of "
         f"{BATCH_ULB} rows (USB's ImageNet batch_size 64 x uratio 1) of `read` + `descend`, "
         f"measured on this project's 2-core CPU machine with {threads} torch thread(s) and no GPU; "
         "`assign` is one batch of R2's store-wide reprediction, not a per-step cost. Without CUDA "
         "\"device\" and \"pinned CPU\" are the same plain CPU memory, so the host-to-GPU copy "
         f"of a batch's rows ({BATCH_ULB} x {classes} x 4 B = {BATCH_ULB * classes * 4 / 1e3:.0f} KB "
         "each way) is not in these times. Bytes are computed (logits only; the true labels kept "
-        f"for reporting are {num_rows * 8 / 1e6:.1f} MB more). "
-        "\"sharded\" is not run: the plugin has no multi-process training yet.",
+        f"for reporting are {num_rows * 8 / 1e6:.1f} MB more). One process; the replicated and "
+        "sharded stores under DDP are in `distributed.md`."),
         "",
         "| option | ranks | GPU GB / rank | host GB / rank | exchanged KB / step / rank | "
         "store ms / step | read ms | descend ms | assign ms (one batch) | measured |",
@@ -209,6 +273,8 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--rows", type=int, default=IMAGENET_ROWS)
     parser.add_argument("--classes", type=int, default=IMAGENET_CLASSES)
     parser.add_argument("--digits", action="store_true", help="the digits dtype comparison instead")
+    parser.add_argument("--distributed", action="store_true",
+                        help="under torchrun: the replicated and sharded stores across the processes")
     parser.add_argument("--c", default="configs/r2d2_digits_40.yaml")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16", "fp16"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -232,6 +298,19 @@ def main(argv: Sequence[str] = None) -> None:
                 write_csv(path, DIGITS_FIELDS, rows)
         with open(os.path.join(args.out, "digits.md"), "w") as f:
             f.write(digits_table(rows, args.dtypes, args.c))
+        return
+    if args.distributed:
+        dist.init_process_group("gloo")
+        rows = distributed_rows(args.repeats, args.rows, args.classes)
+        if dist.get_rank() == 0:
+            with open(os.path.join(args.out, "COMMAND_distributed"), "w") as f:
+                f.write(f"OMP_NUM_THREADS={threads_env} torchrun --standalone --nproc_per_node="
+                        f"{dist.get_world_size()} -m r2d2_plugin.scale " + shlex.join(argv) + "\n")
+            write_csv(os.path.join(args.out, "distributed.csv"), STORE_FIELDS, rows)
+            with open(os.path.join(args.out, "distributed.md"), "w") as f:
+                f.write(store_table(rows, torch.get_num_threads(), args.repeats, args.rows, args.classes,
+                                    DISTRIBUTED_INTRO))
+        dist.destroy_process_group()
         return
     with open(os.path.join(args.out, "COMMAND"), "w") as f:
         f.write(command)
