@@ -1,5 +1,5 @@
-"""USB hooks: R2's reprediction (``RepredictHook``), and the launcher's progress line and
-learning curves."""
+"""USB hooks: R2's reprediction (``RepredictHook``), the warm-up's unlabeled views
+(``WarmupViewsHook``), and the launcher's progress line and learning curves."""
 from __future__ import annotations
 
 import copy
@@ -99,6 +99,20 @@ class RepredictHook(Hook):
             distributed.check_stores_agree(algorithm)
         else:
             algorithm.store.gather_for_checkpoint()
+
+
+class WarmupViewsHook(Hook):
+    """The warm-up stage trains on labeled data only: through USB epochs that lie wholly inside
+    it, the unlabeled set serves indices only (``algorithm.ULB_VIEWS_WARMUP``, USB's
+    ``supervised`` name), so no unlabeled image is augmented for nothing; from the epoch that
+    reaches the D2 stage on, it serves ``algorithm.ULB_VIEWS``. Switched per epoch, when USB makes
+    the loader's iterator, so loader workers see it too."""
+
+    def before_train_epoch(self, algorithm: Any) -> None:
+        last_it = (algorithm.epoch + 1) * algorithm.num_iter_per_epoch - 1
+        warmup_only = algorithm.schedule.stage(last_it) == 1
+        algorithm.dataset_dict["train_ulb"].alg = (algorithm.ULB_VIEWS_WARMUP if warmup_only
+                                                   else algorithm.ULB_VIEWS)
 
 
 class ProgressHook(Hook):

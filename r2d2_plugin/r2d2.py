@@ -17,7 +17,7 @@ from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 from . import distributed
 from .data import unknown_dataset
 from .errors import ConfigError
-from .hooks import RepredictHook
+from .hooks import RepredictHook, WarmupViewsHook
 from .schedule import StageSchedule
 from .sharded_store import ShardedPseudoLabelStore
 from .store import PseudoLabelStore, check_store_options
@@ -63,6 +63,8 @@ class R2D2(AlgorithmBase):
 
     # The unlabeled views USB's BasicDataset serves, chosen by algorithm name: weak only.
     ULB_VIEWS = "pseudolabel"
+    # Views served through warm-up-only epochs (``WarmupViewsHook``); None: ``ULB_VIEWS`` throughout.
+    ULB_VIEWS_WARMUP: Optional[str] = None
 
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_loss_options(args)
@@ -106,6 +108,8 @@ class R2D2(AlgorithmBase):
 
     def set_hooks(self) -> None:
         self.register_hook(RepredictHook(), "RepredictHook", "HIGHEST")
+        if self.ULB_VIEWS_WARMUP is not None:
+            self.register_hook(WarmupViewsHook(), "WarmupViewsHook", "HIGHEST")
         super().set_hooks()
 
     def labeled_targets(self, y_lb: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ view, while the store still descends from the weak view's prediction. Stages, R2
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from semilearn.algorithms.utils import SSL_Argument
@@ -31,8 +31,10 @@ class R2D2Strong(R2D2):
           entropy term β·H(f)
     """
 
-    # USB's BasicDataset serves the weak and the strong view for FixMatch's name.
+    # USB's BasicDataset serves the weak and the strong view for FixMatch's name, and indices
+    # only for ``supervised``: the warm-up reads no unlabeled image, so none is augmented then.
     ULB_VIEWS = "fixmatch"
+    ULB_VIEWS_WARMUP = "supervised"
 
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_strong_options(args)
@@ -41,7 +43,8 @@ class R2D2Strong(R2D2):
         super().__init__(args, net_builder, tb_log, logger)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
-                   x_ulb_w: torch.Tensor, x_ulb_s: torch.Tensor):
+                   x_ulb_w: Optional[torch.Tensor] = None, x_ulb_s: Optional[torch.Tensor] = None):
+        """Through warm-up-only epochs USB serves no unlabeled views (``ULB_VIEWS_WARMUP``)."""
         return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s)
 
     def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int,

@@ -119,7 +119,7 @@ def fit(args: Any, alg: Any) -> Dict[str, Any]:
     dataset set it) and the iteration budget."""
     alg.train()
     results = dict(alg.results_dict, num_labels=args.num_labels, num_train_iter=args.num_train_iter)
-    final = alg.log_dict.get("eval/top-1-acc")
+    final = getattr(alg, "log_dict", {}).get("eval/top-1-acc")  # none when resumed at the end
     results["eval/final_acc"] = alg.evaluate("eval")["eval/top-1-acc"] if final is None else final
     if distributed.is_main(args):
         print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
