@@ -68,7 +68,11 @@ def test_store_descends_from_the_weak_view_and_the_strong_view_is_trained(tmp_pa
     before = alg.store.logits.clone()
     targets = torch.cat((alg.labeled_targets(batch["y_lb"]), before[idx]))
     trained = torch.cat((logits[:num_lb], strong))
-    expected_loss = d2_loss(trained, targets, alg.alpha, alg.beta).sum() / (num_lb + num_ulb)
+    # The KL term on the strong view, the entropy term (default r2d2_strong_entropy_view: weak)
+    # on the weak view.
+    entropy_of = torch.cat((logits[:num_lb], weak))
+    expected_loss = (d2_loss(trained, targets, alg.alpha, 0.0).sum()
+                     + d2_loss(entropy_of, targets, 0.0, alg.beta).sum()) / (num_lb + num_ulb)
     step = alg.lam * alg.alpha / (num_lb + num_ulb)
 
     def closed_form(view: torch.Tensor) -> torch.Tensor:
@@ -86,7 +90,7 @@ def test_store_descends_from_the_weak_view_and_the_strong_view_is_trained(tmp_pa
 
 def test_threshold_masks_and_temperature_sharpens(tmp_path):
     alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_strong_T", "0.5",
-                                  "--r2d2_strong_threshold", "0.9"))
+                                  "--r2d2_strong_threshold", "0.9", "--r2d2_strong_entropy_view", "strong"))
     logits = torch.zeros(4, 10)
     targets = torch.zeros(4, 10)
     targets[1, 3] = 1.0   # top probability 0.23 at T = 1; 0.45 at T = 0.5: masked
@@ -97,8 +101,8 @@ def test_threshold_masks_and_temperature_sharpens(tmp_path):
     torch.testing.assert_close(per_sample, expected * torch.tensor([1.0, 0.0, 1.0, 1.0]))
 
 
-def test_entropy_term_on_the_weak_view(tmp_path):
-    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_strong_entropy_view", "weak"))
+def test_entropy_term_on_the_weak_view_by_default(tmp_path):
+    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong"))
     logits, targets = torch.randn(4, 10), torch.randn(4, 10)
     logits_w = torch.randn(3, 10)
     per_sample = alg.per_sample_loss(logits, targets, num_lb=1, logits_w=logits_w)

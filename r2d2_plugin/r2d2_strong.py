@@ -27,8 +27,8 @@ class R2D2Strong(R2D2):
         - r2d2_strong_T: temperature of the target, softmax(ỹ / T) (1: the store's pseudo-label)
         - r2d2_strong_threshold: unlabeled samples whose pseudo-label's top probability is
           below it are left out of the loss (0: none)
-        - r2d2_strong_entropy_view: strong (default) or weak, the view of the unlabeled samples'
-          entropy term β·H(f)
+        - r2d2_strong_entropy_view: weak (default; chosen on the validation split) or strong, the
+          view of the unlabeled samples' entropy term β·H(f)
     """
 
     # USB's BasicDataset serves the weak and the strong view for FixMatch's name, and indices
@@ -69,7 +69,7 @@ class R2D2Strong(R2D2):
             SSL_Argument("--r2d2_strong_T", float, 1.0, "temperature of the strong view's target"),
             SSL_Argument("--r2d2_strong_threshold", float, 0.0,
                          "least top pseudo-label probability for an unlabeled sample to count"),
-            SSL_Argument("--r2d2_strong_entropy_view", str, "strong",
+            SSL_Argument("--r2d2_strong_entropy_view", str, "weak",
                          "view whose prediction the entropy term of unlabeled samples is taken on: "
                          "strong or weak"),
         ]
