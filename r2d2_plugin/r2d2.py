@@ -78,7 +78,8 @@ class R2D2(AlgorithmBase):
     def init(self, alpha: float, beta: float, lam: float, labeled_logit: float) -> None:
         self.alpha, self.beta, self.lam, self.labeled_logit = alpha, beta, lam, labeled_logit
         ulb = self.dataset_dict["train_ulb"]
-        labels, dtype, place = torch.as_tensor(np.asarray(ulb.targets)), self.args.r2d2_store_dtype, self.args.r2d2_store_device
+        labels = torch.as_tensor(np.asarray(ulb.targets))
+        dtype, place = self.args.r2d2_store_dtype, self.args.r2d2_store_device
         self.store = (ShardedPseudoLabelStore(len(ulb), self.num_classes, labels, dtype) if place == "sharded"
                       else PseudoLabelStore(len(ulb), self.num_classes, labels, dtype=dtype, place=place))
         self.repredictions = 0
