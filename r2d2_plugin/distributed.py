@@ -97,9 +97,14 @@ def unwrapped(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def in_group() -> bool:
+    """Whether this process is in a process group of more than one process."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
 def active(algorithm: Any) -> bool:
     """Whether the algorithm runs in a process group of more than one process."""
-    return bool(algorithm.distributed) and dist.is_initialized() and dist.get_world_size() > 1
+    return bool(algorithm.distributed) and in_group()
 
 
 def gather_rows(idx: torch.Tensor, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -124,11 +129,11 @@ def store_digest(logits: torch.Tensor) -> torch.Tensor:
     return torch.tensor([int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)])
 
 
-def check_stores_agree(algorithm: Any) -> None:
-    """Raise if the pseudo-label store differs between processes (it must be identical)."""
-    if not active(algorithm):
+def check_stores_agree(store: Any) -> None:
+    """Raise if a replicated pseudo-label store differs between processes (collective)."""
+    if not in_group():
         return
-    digests = concat_all_gather(store_digest(algorithm.store.logits).to(algorithm.store.device)).cpu()
+    digests = concat_all_gather(store_digest(store.logits).to(store.device)).cpu()
     if not bool((digests == digests[0]).all()):
-        raise RuntimeError(f"r2d2: the pseudo-label store differs between processes at iteration "
-                           f"{algorithm.it} (SHA-256 prefixes {digests.tolist()}); report this as a bug")
+        raise RuntimeError(f"r2d2: the pseudo-label store differs between processes (SHA-256 "
+                           f"prefixes {digests.tolist()}); report this as a bug")

@@ -57,8 +57,8 @@ class RepredictHook(Hook):
     @torch.no_grad()
     def repredict(self, algorithm: Any) -> None:
         """Overwrite the store with the network's logits. Under DDP each process predicts its
-        share and the shares are gathered batch by batch (the same number of gathers on every
-        process, a finished share sending none), so every process writes every row."""
+        share, batch by batch, the same number of batches on every process (a finished share
+        sends an empty one); the store exchanges what it needs (``assign_share``)."""
         start = time.perf_counter()
         model, device = distributed.unwrapped(algorithm.model), self.device(algorithm)
         was_training = model.training
@@ -73,32 +73,23 @@ class RepredictHook(Hook):
                 logits = torch.empty(0, algorithm.num_classes, device=device)
             else:
                 idx, logits = batch["idx_lb"].to(device), model(batch["x_lb"].to(device))["logits"].float()
-            if distributed.active(algorithm) and algorithm.store.replicated:
-                idx, logits = distributed.gather_padded(idx, logits, batch_size)
-            algorithm.store.assign(idx, logits)
+            algorithm.store.assign_share(idx, logits, batch_size)
         model.train(was_training)
         algorithm.repredictions += 1
         algorithm.repredict_seconds += time.perf_counter() - start
         algorithm.print_fn(f"r2d2: reprediction {algorithm.repredictions} at iteration "
                            f"{algorithm.it}: pseudo-label acc {algorithm.store.accuracy():.4f}, "
                            f"entropy {algorithm.store.mean_entropy():.4f}")
-        if algorithm.store.replicated:
-            distributed.check_stores_agree(algorithm)
 
     def after_train_step(self, algorithm: Any) -> None:
-        """A sharded store is gathered whole on every process just before USB's rank-0 checkpoint
+        """``store.before_save`` on every process just before USB's rank-0 checkpoint
         (CheckpointHook saves at evaluation iterations and at the last one)."""
-        if not algorithm.store.replicated and (self.every_n_iters(algorithm, algorithm.num_eval_iter)
-                                               or self.is_last_iter(algorithm)):
-            algorithm.store.gather_for_checkpoint()
+        if self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm):
+            algorithm.store.before_save()
 
     def after_run(self, algorithm: Any) -> None:
-        """Before USB's final save: gather a sharded store; check a replicated one is the same
-        on every process."""
-        if algorithm.store.replicated:
-            distributed.check_stores_agree(algorithm)
-        else:
-            algorithm.store.gather_for_checkpoint()
+        """``store.before_save`` before USB's final save."""
+        algorithm.store.before_save()
 
 
 class WarmupViewsHook(Hook):

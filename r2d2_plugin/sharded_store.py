@@ -9,8 +9,9 @@ replicated run's store bit for bit; only where the rows live changes:
   rows; ``descend`` and ``assign`` get every process's rows (``R2D2`` gathers them) and keep their
   own; R2 repredicts on each process exactly the rows it keeps, so repredictions exchange nothing;
 - store-wide statistics are all-reduced;
-- checkpoints hold the whole store: ``RepredictHook`` gathers it on every process just before
-  USB's rank-0 save, so a checkpoint resumes with any store place and any number of processes.
+- checkpoints hold the whole store: ``before_save`` (called by ``RepredictHook``) gathers it
+  just before USB's rank-0 save, so a checkpoint resumes with any store place and any number of
+  processes.
 
 Under DDP every method but ``state_dict`` and ``nbytes`` is collective: all processes call it.
 With one process it is the replicated store.
@@ -28,8 +29,6 @@ from .store import STATS_CHUNK, PseudoLabelStore
 
 class ShardedPseudoLabelStore(PseudoLabelStore):
     """``PseudoLabelStore`` whose rows are spread over the processes of the DDP group."""
-
-    replicated = False
 
     def __init__(self, num_samples: int, num_classes: int, true_labels: torch.Tensor, dtype: str = "fp32"):
         self.world = dist.get_world_size() if dist.is_initialized() else 1
@@ -82,15 +81,21 @@ class ShardedPseudoLabelStore(PseudoLabelStore):
             blocks.append(torch.stack(gathered, dim=1).reshape(-1, block.shape[1]).cpu())
         return torch.cat(blocks)[:self.num_samples]
 
-    def gather_for_checkpoint(self) -> None:
-        """Collective: the whole store for rank 0's next ``state_dict`` (USB saves on rank 0;
-        the other processes drop their copy)."""
+    def assign_share(self, idx: torch.Tensor, logits: torch.Tensor, pad_to: int) -> None:
+        """R2: this process's share is exactly the rows it keeps; nothing is exchanged."""
+        self.assign(idx, logits)
+
+    def before_save(self) -> None:
+        """Collective, just before USB's rank-0 checkpoint: the whole store for rank 0's next
+        ``state_dict`` (the other processes drop their copy). One process saves its rows as they are."""
+        if self.world == 1:
+            return
         full = self.full_logits()
         self.snapshot = full if self.rank == 0 else None
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         """The whole store, as the replicated store saves it (under DDP on rank 0: the
-        ``gather_for_checkpoint`` of this iteration, kept in host memory until the next one)."""
+        ``before_save`` of this iteration, kept in host memory until the next one)."""
         if self.world == 1:
             return {"logits": self.full_logits()}
         if self.snapshot is None:

@@ -11,6 +11,7 @@ from typing import Dict, Iterator, Tuple
 
 import torch
 
+from . import distributed
 from .errors import ConfigError
 
 STORE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,8 +45,6 @@ class PseudoLabelStore:
     memory, page-locked when CUDA exists; on a machine without CUDA that is plain CPU memory).
     ``device`` is where the computations run.
     """
-
-    replicated = True  # every process keeps every row (``ShardedPseudoLabelStore``: its share)
 
     def __init__(self, num_samples: int, num_classes: int, true_labels: torch.Tensor,
                  dtype: str = "fp32", place: str = "device"):
@@ -103,6 +102,19 @@ class PseudoLabelStore:
     def assign(self, idx: torch.Tensor, logits: torch.Tensor) -> None:
         """R2: overwrite the entries of ``idx`` with network logits."""
         self.write(idx, logits)
+
+    def assign_share(self, idx: torch.Tensor, logits: torch.Tensor, pad_to: int) -> None:
+        """R2: this process's predictions for ``idx``, its share of the unlabeled set, at most
+        ``pad_to`` rows per call and as many calls on every process. Every process keeps every
+        row, so under DDP the shares are gathered and all of them assigned."""
+        if distributed.in_group():
+            idx, logits = distributed.gather_padded(idx, logits, pad_to)
+        self.assign(idx, logits)
+
+    def before_save(self) -> None:
+        """Collective, just before USB's rank-0 checkpoint: under DDP, check that every process
+        keeps the same store."""
+        distributed.check_stores_agree(self)
 
     def descend(self, idx: torch.Tensor, probs: torch.Tensor, step: float) -> None:
         """D2's gradient step for the batch entries ``idx``.
