@@ -25,6 +25,8 @@ BAD = {
     "unknown algorithm": (["--algorithm", "fixmatchh"], "unknown algorithm 'fixmatchh'"),
     "alpha < 0": (["--r2d2_alpha", "-0.1"], "r2d2_alpha=-0.1 must be >= 0"),
     "beta < 0": (["--r2d2_beta", "-0.03"], "r2d2_beta=-0.03 must be >= 0"),
+    "unknown repredict weights": (["--r2d2_repredict_from", "teacher"],
+                                  "r2d2_repredict_from='teacher' is not a set of weights"),
     "lambda = 0": (["--r2d2_lambda", "0"], "r2d2_lambda=0.0 must be > 0"),
     "lambda < 0": (["--r2d2_lambda", "-5"], "r2d2_lambda=-5.0 must be > 0"),
     "stages do not fit": (["--r2d2_r2_iter", "30"], "add up to 54, not num_train_iter=40"),

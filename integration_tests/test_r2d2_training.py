@@ -10,16 +10,17 @@ from r2d2_plugin import d2_loss
 from conftest import build_alg, short_argv
 
 
-def unlabeled_logits(alg) -> torch.Tensor:
-    """The network's logits on the unlabeled set (eval mode, eval transform), computed here
-    independently of RepredictHook."""
+def unlabeled_logits(alg, model=None) -> torch.Tensor:
+    """The logits of ``model`` (default: the network) on the unlabeled set (eval mode, eval
+    transform), computed here independently of RepredictHook."""
+    model = alg.model if model is None else model
     ulb, transform = alg.dataset_dict["train_ulb"], alg.dataset_dict["eval"].transform
     x = torch.stack([transform(Image.fromarray(img)) for img in ulb.data])
-    was_training = alg.model.training
-    alg.model.eval()
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
-        logits = alg.model(x)["logits"]
-    alg.model.train(was_training)
+        logits = model(x)["logits"]
+    model.train(was_training)
     return logits
 
 
@@ -130,3 +131,28 @@ def test_one_store_update_is_lambda_times_autograd_gradient(tmp_path):
     untouched[idx] = False
     assert torch.equal(after[untouched], before[untouched])
     assert grad.abs().max() > 1e-4
+
+
+class EmaRecorder(Hook):
+    """After every reprediction: whether the store equals USB's EMA model's logits, and whether
+    it equals the network's."""
+
+    def before_run(self, alg) -> None:
+        self.count, self.matches = alg.repredictions, []
+
+    def before_train_step(self, alg) -> None:
+        if alg.repredictions != self.count:
+            self.count = alg.repredictions
+            self.matches.append((torch.allclose(alg.store.logits, unlabeled_logits(alg, alg.ema_model), atol=1e-5),
+                                 torch.allclose(alg.store.logits, unlabeled_logits(alg), atol=1e-3)))
+
+
+def test_repredictions_from_usb_ema_weights(tmp_path):
+    """``r2d2_repredict_from: ema``: R2 predicts with the EMA weights USB evaluates with, and the
+    network keeps its own weights."""
+    alg, _ = build_alg(short_argv(tmp_path, "--r2d2_repredict_from", "ema", "--ema_m", "0.9"))
+    recorder = EmaRecorder()
+    alg.register_hook(recorder, "EmaRecorder", "HIGHEST")
+    alg.train()
+    assert len(recorder.matches) == alg.repredictions > 2
+    assert all(ema and not network for ema, network in recorder.matches), recorder.matches

@@ -20,7 +20,8 @@ from .schedule import STAGE_NAMES
 class RepredictHook(Hook):
     """R2, repetitive reprediction: before the iterations listed by the algorithm's schedule,
     overwrite every store entry with the network's logits on the unlabeled set (eval mode,
-    the eval transform, no gradient). Also logs each stage boundary."""
+    the eval transform, no gradient; with USB's EMA weights swapped in, as its evaluation does,
+    when ``r2d2_repredict_from`` is ema). Also logs each stage boundary."""
 
     def before_run(self, algorithm: Any) -> None:
         algorithm.store.to(self.device(algorithm))
@@ -63,6 +64,9 @@ class RepredictHook(Hook):
         model, device = distributed.unwrapped(algorithm.model), self.device(algorithm)
         was_training = model.training
         model.eval()
+        from_ema = algorithm.args.r2d2_repredict_from == "ema"
+        if from_ema:
+            algorithm.ema.apply_shadow()
         batch_size, batches = algorithm.args.eval_batch_size, iter(self.loader(algorithm))
         share = self.share(algorithm)
         longest = len(range(0, len(algorithm.dataset_dict["train_ulb"]), share.step))
@@ -74,6 +78,8 @@ class RepredictHook(Hook):
             else:
                 idx, logits = batch["idx_lb"].to(device), model(batch["x_lb"].to(device))["logits"].float()
             algorithm.store.assign_share(idx, logits, batch_size)
+        if from_ema:
+            algorithm.ema.restore()
         model.train(was_training)
         algorithm.repredictions += 1
         algorithm.repredict_seconds += time.perf_counter() - start

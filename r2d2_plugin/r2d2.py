@@ -24,6 +24,8 @@ from .store import PseudoLabelStore, check_store_options
 
 # The reference's store step: λ = 4000 at a batch of B = 512 samples.
 REFERENCE_LAMBDA, REFERENCE_BATCH = 4000.0, 512
+# The weights R2 may repredict with.
+REPREDICT_FROM = ("network", "ema")
 
 
 def d2_loss(logits: torch.Tensor, target_logits: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
@@ -57,6 +59,8 @@ class R2D2(AlgorithmBase):
         - r2d2_labeled_logit: logit at the true class of a labeled sample's fixed target (10)
         - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
         - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
+        - r2d2_repredict_from: network (the reference) or ema (USB's EMA weights, the ones it
+          evaluates) for R2's predictions
         - r2d2_store_dtype (fp32 | bf16 | fp16), r2d2_store_device (device | cpu_pinned | sharded):
           how the store is kept (``PseudoLabelStore``, ``ShardedPseudoLabelStore``)
     """
@@ -241,6 +245,8 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_lr_finetune", float, 0.01, "stage 4 lr, cosine-decayed to 0"),
             SSL_Argument("--r2d2_use_r2", str2bool, True,
                          "False: stage 3 keeps its lr steps but does not repredict (ablation)"),
+            SSL_Argument("--r2d2_repredict_from", str, "network",
+                         "weights R2 repredicts with: network (the reference) or ema (USB's EMA)"),
             SSL_Argument("--r2d2_store_dtype", str, "fp32",
                          "kept precision of the pseudo-label store: fp32, bf16 or fp16 "
                          "(computations stay fp32)"),
@@ -264,6 +270,9 @@ def check_loss_options(args: Any) -> None:
         raise ConfigError(f"r2d2_lambda={lam} must be > 0",
                           "set a positive store lr, or leave r2d2_lambda unset for the reference's "
                           f"4000·B/512 (= {reference_lambda(args.batch_size, args.uratio):g} here)")
+    if args.r2d2_repredict_from not in REPREDICT_FROM:
+        raise ConfigError(f"r2d2_repredict_from={args.r2d2_repredict_from!r} is not a set of weights",
+                          f"set it to one of {', '.join(REPREDICT_FROM)}")
     check_store_options(args.r2d2_store_dtype, args.r2d2_store_device)
 
 
