@@ -101,8 +101,10 @@ def test_threshold_masks_and_temperature_sharpens(tmp_path):
     torch.testing.assert_close(per_sample, expected * torch.tensor([1.0, 0.0, 1.0, 1.0]))
 
 
-def test_entropy_term_on_the_weak_view_by_default(tmp_path):
+def test_entropy_term_on_the_weak_view_and_repredictions_from_ema_by_default(tmp_path):
     alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong"))
+    assert alg.args.r2d2_repredict_from == "ema"
+    assert get_config(short_argv(tmp_path)).r2d2_repredict_from == "network"
     logits, targets = torch.randn(4, 10), torch.randn(4, 10)
     logits_w = torch.randn(3, 10)
     per_sample = alg.per_sample_loss(logits, targets, num_lb=1, logits_w=logits_w)
@@ -111,23 +113,8 @@ def test_entropy_term_on_the_weak_view_by_default(tmp_path):
     torch.testing.assert_close(per_sample, kl + entropy)
 
 
-def test_labeled_cross_entropy_adds_its_mean_to_the_labeled_rows(tmp_path):
-    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_strong_labeled_ce", "0.5"))
-    y_lb = torch.tensor([3, 7])
-    logits, logits_w = torch.randn(5, 10), torch.randn(3, 10)
-    targets = torch.cat((alg.labeled_targets(y_lb), torch.randn(3, 10)))
-    per_sample = alg.per_sample_loss(logits, targets, num_lb=2, logits_w=logits_w)
-    alg.labeled_ce = 0.0
-    without = alg.per_sample_loss(logits, targets, num_lb=2, logits_w=logits_w)
-    torch.testing.assert_close(per_sample[2:], without[2:])
-    # The batch's sum over 5 samples holds 0.5 x the labeled samples' mean cross-entropy.
-    extra = (per_sample[:2] - without[:2]).sum() / 5
-    torch.testing.assert_close(extra, 0.5 * torch.nn.functional.cross_entropy(logits[:2], y_lb))
-
-
 @pytest.mark.parametrize("option, value", [("r2d2_strong_T", "0"), ("r2d2_strong_threshold", "1.5"),
-                                           ("r2d2_strong_entropy_view", "both"),
-                                           ("r2d2_strong_labeled_ce", "-1")])
+                                           ("r2d2_strong_entropy_view", "both")])
 def test_bad_variant_options_are_refused(tmp_path, option, value):
     with pytest.raises(ConfigError, match=option):
         get_config(short_argv(tmp_path, "--algorithm", "r2d2_strong", f"--{option}", value))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 
@@ -30,8 +29,8 @@ class R2D2Strong(R2D2):
           below it are left out of the loss (0: none)
         - r2d2_strong_entropy_view: weak (default; chosen on the validation split) or strong, the
           view of the unlabeled samples' entropy term β·H(f)
-        - r2d2_strong_labeled_ce: weight of a cross-entropy term on the labeled samples (mean
-          over them, FixMatch's supervised loss) beside their D2 term in stages 2 and 3 (0: none)
+    and ``r2d2_repredict_from`` defaults to ema here (chosen on the validation split): R2 takes
+    its pseudo-labels from the EMA weights USB evaluates with.
     """
 
     # USB's BasicDataset serves the weak and the strong view for FixMatch's name, and indices
@@ -43,7 +42,6 @@ class R2D2Strong(R2D2):
         check_strong_options(args)
         self.T, self.threshold = args.r2d2_strong_T, args.r2d2_strong_threshold
         self.entropy_view = args.r2d2_strong_entropy_view
-        self.labeled_ce = args.r2d2_strong_labeled_ce
         super().__init__(args, net_builder, tb_log, logger)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
@@ -55,8 +53,7 @@ class R2D2Strong(R2D2):
                         logits_w: torch.Tensor) -> torch.Tensor:
         """D2 loss against the tempered targets, unlabeled samples below the threshold masked;
         the entropy term of the unlabeled samples on the strong view (``logits``) or on the weak
-        one (``logits_w``); the labeled samples' cross-entropy, scaled so that the batch's sum
-        holds its mean over them times ``labeled_ce`` (labels: the argmax of their fixed targets)."""
+        one (``logits_w``)."""
         ulb_targets = target_logits[num_lb:] / self.T
         keep = torch.softmax(ulb_targets, dim=-1).max(dim=-1).values >= self.threshold
         targets = torch.cat((target_logits[:num_lb], ulb_targets))
@@ -66,23 +63,21 @@ class R2D2Strong(R2D2):
         else:
             loss = (d2_loss(logits, targets, self.alpha, 0.0)
                     + d2_loss(torch.cat((logits[:num_lb], logits_w)), targets, 0.0, self.beta))
-        loss = loss * mask
-        if self.labeled_ce > 0:
-            ce = F.cross_entropy(logits[:num_lb], target_logits[:num_lb].argmax(dim=-1), reduction="none")
-            loss = torch.cat((loss[:num_lb] + ce * (self.labeled_ce * logits.shape[0] / num_lb), loss[num_lb:]))
-        return loss
+        return loss * mask
 
     @staticmethod
     def get_argument():
-        return R2D2.get_argument() + [
+        arguments = R2D2.get_argument()
+        for argument in arguments:
+            if argument.name == "--r2d2_repredict_from":
+                argument.default = "ema"
+        return arguments + [
             SSL_Argument("--r2d2_strong_T", float, 1.0, "temperature of the strong view's target"),
             SSL_Argument("--r2d2_strong_threshold", float, 0.0,
                          "least top pseudo-label probability for an unlabeled sample to count"),
             SSL_Argument("--r2d2_strong_entropy_view", str, "weak",
                          "view whose prediction the entropy term of unlabeled samples is taken on: "
                          "strong or weak"),
-            SSL_Argument("--r2d2_strong_labeled_ce", float, 0.0,
-                         "weight of the labeled samples' mean cross-entropy beside their D2 term"),
         ]
 
 
@@ -93,9 +88,6 @@ def check_strong_options(args: Any) -> None:
     if not 0 <= args.r2d2_strong_threshold < 1:
         raise ConfigError(f"r2d2_strong_threshold={args.r2d2_strong_threshold} must be in [0, 1)",
                           "set a probability below 1 (0 keeps every unlabeled sample)")
-    if not args.r2d2_strong_labeled_ce >= 0:
-        raise ConfigError(f"r2d2_strong_labeled_ce={args.r2d2_strong_labeled_ce} must be >= 0",
-                          "set a non-negative weight (0: no labeled cross-entropy term)")
     if args.r2d2_strong_entropy_view not in ENTROPY_VIEWS:
         raise ConfigError(f"r2d2_strong_entropy_view={args.r2d2_strong_entropy_view!r} is not a view",
                           f"set it to one of {', '.join(ENTROPY_VIEWS)}")
