@@ -95,11 +95,13 @@ def test_usb_spawn_launch_is_refused_with_the_torchrun_command(option, monkeypat
 
 def test_sharded_store_keeps_the_replicated_store_bit_for_bit(tmp_path):
     """``r2d2_store_device: sharded`` (each process keeps every 2nd row) against the replicated
-    store, 2 processes each: same store, same model, and a checkpoint holding the whole store."""
+    store, 2 processes each: same store, same model, and a checkpoint holding the whole store.
+    Run with r2d2_strong, so its strong view and its R2 from USB's EMA weights go through DDP too."""
     runs = {}
     for place in ("device", "sharded"):
-        runs[place] = torchrun(2, tmp_path / place, short_argv(tmp_path / "runs", "--r2d2_store_device", place,
-                                                               name=place), tmp_path)
+        runs[place] = torchrun(2, tmp_path / place, short_argv(tmp_path / "runs", "--algorithm", "r2d2_strong",
+                                                               "--r2d2_store_device", place, name=place),
+                               tmp_path)
     replicated, sharded = runs["device"][0], runs["sharded"]
     assert torch.equal(sharded[0]["store"], replicated["store"])
     assert torch.equal(sharded[1]["store"], replicated["store"])
