@@ -44,7 +44,8 @@ def test_variant_learns_digits_through_usb_train(tmp_path):
     alg.dataset_dict["train_ulb"].alg = "supervised"
     assert set(alg.dataset_dict["train_ulb"][0]) == {"idx_ulb"}
     # Chance is 0.10. This short run at the variant's lrs ends noisily: seen over seeds, thread
-    # counts and code revisions, final top-1 0.39-0.61 and best 0.53-0.74.
+    # counts and code revisions, final top-1 0.39-0.63, best 0.49-0.84, pseudo-label accuracy
+    # 0.39-0.69 (R2 from the EMA weights, seeds 0-2: final 0.76 / 0.49 / 0.63).
     assert alg.best_eval_acc > 0.45, alg.best_eval_acc
     assert alg.log_dict["eval/top-1-acc"] > 0.3, alg.log_dict["eval/top-1-acc"]
     assert alg.log_dict["r2d2/pseudo_label_acc"] > 0.3, alg.log_dict["r2d2/pseudo_label_acc"]
