@@ -67,20 +67,22 @@ class RepredictHook(Hook):
         from_ema = algorithm.args.r2d2_repredict_from == "ema"
         if from_ema:
             algorithm.ema.apply_shadow()
-        batch_size, batches = algorithm.args.eval_batch_size, iter(self.loader(algorithm))
-        share = self.share(algorithm)
-        longest = len(range(0, len(algorithm.dataset_dict["train_ulb"]), share.step))
-        for _ in range(math.ceil(longest / batch_size)):
-            batch = next(batches, None)
-            if batch is None:
-                idx = torch.empty(0, dtype=torch.long, device=device)
-                logits = torch.empty(0, algorithm.num_classes, device=device)
-            else:
-                idx, logits = batch["idx_lb"].to(device), model(batch["x_lb"].to(device))["logits"].float()
-            algorithm.store.assign_share(idx, logits, batch_size)
-        if from_ema:
-            algorithm.ema.restore()
-        model.train(was_training)
+        try:
+            batch_size, batches = algorithm.args.eval_batch_size, iter(self.loader(algorithm))
+            share = self.share(algorithm)
+            longest = len(range(0, len(algorithm.dataset_dict["train_ulb"]), share.step))
+            for _ in range(math.ceil(longest / batch_size)):
+                batch = next(batches, None)
+                if batch is None:
+                    idx = torch.empty(0, dtype=torch.long, device=device)
+                    logits = torch.empty(0, algorithm.num_classes, device=device)
+                else:
+                    idx, logits = batch["idx_lb"].to(device), model(batch["x_lb"].to(device))["logits"].float()
+                algorithm.store.assign_share(idx, logits, batch_size)
+        finally:
+            if from_ema:
+                algorithm.ema.restore()
+            model.train(was_training)
         algorithm.repredictions += 1
         algorithm.repredict_seconds += time.perf_counter() - start
         algorithm.print_fn(f"r2d2: reprediction {algorithm.repredictions} at iteration "

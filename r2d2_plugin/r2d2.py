@@ -69,6 +69,8 @@ class R2D2(AlgorithmBase):
     ULB_VIEWS = "pseudolabel"
     # Views served through warm-up-only epochs (``WarmupViewsHook``); None: ``ULB_VIEWS`` throughout.
     ULB_VIEWS_WARMUP: Optional[str] = None
+    # Default of ``r2d2_repredict_from``: the reference repredicts with the network.
+    REPREDICT_FROM_DEFAULT = "network"
 
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_loss_options(args)
@@ -223,8 +225,8 @@ class R2D2(AlgorithmBase):
         set_rng_state(state["rng"])
         return checkpoint
 
-    @staticmethod
-    def get_argument():
+    @classmethod
+    def get_argument(cls):
         return [
             SSL_Argument("--r2d2_alpha", float, 0.1, "weight α of KL(f || softmax(y~))"),
             SSL_Argument("--r2d2_beta", float, 0.03, "weight β of the entropy H(f)"),
@@ -245,7 +247,7 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_lr_finetune", float, 0.01, "stage 4 lr, cosine-decayed to 0"),
             SSL_Argument("--r2d2_use_r2", str2bool, True,
                          "False: stage 3 keeps its lr steps but does not repredict (ablation)"),
-            SSL_Argument("--r2d2_repredict_from", str, "network",
+            SSL_Argument("--r2d2_repredict_from", str, cls.REPREDICT_FROM_DEFAULT,
                          "weights R2 repredicts with: network (the reference) or ema (USB's EMA)"),
             SSL_Argument("--r2d2_store_dtype", str, "fp32",
                          "kept precision of the pseudo-label store: fp32, bf16 or fp16 "

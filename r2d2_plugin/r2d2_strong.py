@@ -37,6 +37,9 @@ class R2D2Strong(R2D2):
     # only for ``supervised``: the warm-up reads no unlabeled image, so none is augmented then.
     ULB_VIEWS = "fixmatch"
     ULB_VIEWS_WARMUP = "supervised"
+    # Chosen on the validation split: at this variant's lrs the network's predictions are much
+    # noisier than its EMA's.
+    REPREDICT_FROM_DEFAULT = "ema"
 
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_strong_options(args)
@@ -65,13 +68,9 @@ class R2D2Strong(R2D2):
                     + d2_loss(torch.cat((logits[:num_lb], logits_w)), targets, 0.0, self.beta))
         return loss * mask
 
-    @staticmethod
-    def get_argument():
-        arguments = R2D2.get_argument()
-        for argument in arguments:
-            if argument.name == "--r2d2_repredict_from":
-                argument.default = "ema"
-        return arguments + [
+    @classmethod
+    def get_argument(cls):
+        return super().get_argument() + [
             SSL_Argument("--r2d2_strong_T", float, 1.0, "temperature of the strong view's target"),
             SSL_Argument("--r2d2_strong_threshold", float, 0.0,
                          "least top pseudo-label probability for an unlabeled sample to count"),
