@@ -180,13 +180,16 @@ def r2d2_cost(rows: List[Dict[str, str]], out: str) -> str:
             f"{nbytes} bytes ({nbytes / 2**20:.3f} MiB).\n")
 
 
+def read_curve(path: str) -> Dict[str, np.ndarray]:
+    """One run's ``curves/*.csv``: every logged key by iteration, NaN where it was not logged."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
+
+
 def read_curves(out: str, algorithm: str, num_labels: int) -> List[Dict[str, np.ndarray]]:
-    curves = []
-    for path in sorted(glob.glob(os.path.join(out, "curves", f"{run_name(algorithm, num_labels, '*')}.csv"))):
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        curves.append({k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]})
-    return curves
+    pattern = os.path.join(out, "curves", f"{run_name(algorithm, num_labels, '*')}.csv")
+    return [read_curve(path) for path in sorted(glob.glob(pattern))]
 
 
 def seed_mean(curves: List[Dict[str, np.ndarray]], key: str):
