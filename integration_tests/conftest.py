@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import r2d2_plugin  # noqa: F401
-from r2d2_plugin.config import get_config
-from r2d2_plugin.train import build, seed_everything
+from r2d2_plugin.cli.config import get_config
+from r2d2_plugin.cli.train import build, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_CONFIG = str(ROOT / "configs" / "r2d2_digits_40.yaml")

@@ -1,5 +1,5 @@
 """One process of a ``torchrun`` launch for ``test_distributed``: trains exactly as
-``python -m r2d2_plugin.train`` does (``prepare`` + ``fit``), then saves this process's
+``python -m r2d2_plugin.cli.train`` does (``prepare`` + ``fit``), then saves this process's
 model, pseudo-label store (R2-D2) and results to ``OUT/rank<r>.pt``.
 
     torchrun --nproc_per_node=2 integration_tests/ddp_worker.py OUT --c CONFIG.yaml ...
@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from r2d2_plugin import distributed
-from r2d2_plugin.config import get_config
-from r2d2_plugin.train import fit, prepare
+from r2d2_plugin.algorithms.hooks import unwrapped
+from r2d2_plugin.cli.config import get_config
+from r2d2_plugin.cli.train import fit, prepare
 
 if __name__ == "__main__":
     out, argv = sys.argv[1], sys.argv[2:]
@@ -19,7 +19,7 @@ if __name__ == "__main__":
     args = get_config(argv)
     alg = prepare(args)
     results = fit(args, alg)
-    saved = {"model": distributed.unwrapped(alg.model).state_dict(), "world_size": args.world_size,
+    saved = {"model": unwrapped(alg.model).state_dict(), "world_size": args.world_size,
              "final_acc": results["eval/final_acc"], "it": alg.it}
     if hasattr(alg, "store"):
         saved.update(store=alg.store.full_logits(), pseudo_label_acc=alg.store.accuracy())

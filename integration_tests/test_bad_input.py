@@ -6,7 +6,7 @@ import torch
 from semilearn.core.hooks import Hook
 
 from r2d2_plugin import ConfigError
-from r2d2_plugin.train import run
+from r2d2_plugin.cli.train import run
 from conftest import build_alg, file_digest, short_argv
 
 

@@ -5,7 +5,8 @@ import csv
 
 import pytest
 
-from r2d2_plugin import ConfigError, bench
+from r2d2_plugin import ConfigError
+from r2d2_plugin.tools import bench
 from conftest import R2D2_SHORT, SHORT, DIGITS_CONFIG
 
 TINY = [*SHORT, *R2D2_SHORT, "--num_eval_iter", "20"]
@@ -24,7 +25,7 @@ def test_suite_runs_every_algorithm_and_label_count_once_and_resumes(tmp_path):
     table = (out / "table.md").read_text()
     assert "digits, 40 labels" in table and "digits, 100 labels" in table and "R2-D2 cost" in table
     assert (out / "top1_vs_iteration.png").stat().st_size > 0 and (out / "r2d2_pseudo_labels.png").is_file()
-    assert (out / "COMMAND").read_text().startswith("python -m r2d2_plugin.bench --c ")
+    assert (out / "COMMAND").read_text().startswith("python -m r2d2_plugin.tools.bench --c ")
 
     before = (out / "runs.csv").read_text()
     bench.main(argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import semilearn.core.algorithmbase as algorithmbase
 
-from r2d2_plugin import compat
+from r2d2_plugin.usb import compat
 from conftest import build_alg, short_argv
 
 

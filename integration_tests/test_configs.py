@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from r2d2_plugin import make_configs
-from r2d2_plugin.config import get_config
-from r2d2_plugin.r2d2 import reference_lambda
-from r2d2_plugin.schedule import StageSchedule
+from r2d2_plugin.tools import make_configs
+from r2d2_plugin.cli.config import get_config
+from r2d2_plugin.core.loss import reference_lambda
+from r2d2_plugin.core.schedule import StageSchedule
 from conftest import ROOT
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -2,9 +2,9 @@
 and in the middle of a save) resumes from its last good checkpoint and ends exactly where an
 uninterrupted run ends; an unreadable checkpoint is reported by name and left as it is.
 
-The killed runs are real ``python -m r2d2_plugin.train`` processes. To kill one in the middle of
+The killed runs are real ``python -m r2d2_plugin.cli.train`` processes. To kill one in the middle of
 a save, the test puts a named pipe where that process will write its next temporary checkpoint
-(``.latest_model.pth.<pid>.tmp``, see ``r2d2_plugin.compat.atomic_save``): the save blocks once
+(``.latest_model.pth.<pid>.tmp``, see ``r2d2_plugin.usb.compat.atomic_save``): the save blocks once
 the pipe's buffer is full, the test reads the first bytes of the checkpoint from the pipe, and
 kills the process while ``torch.save`` is still writing.
 """
@@ -22,8 +22,9 @@ from typing import List
 import pytest
 import torch
 
-from r2d2_plugin import ConfigError, compat
-from r2d2_plugin.train import run
+from r2d2_plugin import ConfigError
+from r2d2_plugin.usb import compat
+from r2d2_plugin.cli.train import run
 from conftest import ROOT, file_digest, short_argv
 
 # Every run of this file trains with one thread, in this process and in the killed ones, so
@@ -47,7 +48,7 @@ def assert_same_end(a: Path, b: Path) -> None:
 
 
 def launch(argv: List[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "r2d2_plugin.train", *argv], cwd=cwd, env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "r2d2_plugin.cli.train", *argv], cwd=cwd, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -18,7 +18,7 @@ import torch
 from semilearn.datasets.samplers import name2sampler
 
 from r2d2_plugin import ConfigError
-from r2d2_plugin.config import get_config
+from r2d2_plugin.cli.config import get_config
 from conftest import DIGITS_CONFIG, ROOT, short_argv
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))

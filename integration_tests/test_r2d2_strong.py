@@ -6,7 +6,7 @@ import torch
 from semilearn.core.hooks import Hook
 
 from r2d2_plugin import ConfigError, d2_loss
-from r2d2_plugin.config import get_config
+from r2d2_plugin.cli.config import get_config
 from conftest import build_alg, short_argv
 
 

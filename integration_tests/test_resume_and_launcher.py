@@ -9,8 +9,8 @@ import pytest
 import torch
 from semilearn.core.hooks import Hook
 
-from r2d2_plugin import data
-from r2d2_plugin.train import run
+from r2d2_plugin.usb import datasets as data
+from r2d2_plugin.cli.train import run
 from conftest import ROOT, build_alg, short_argv
 
 
@@ -122,7 +122,7 @@ def test_users_npz_data_trains_through_the_same_path(tmp_path):
 
 
 def test_cli_prints_problem_and_fix_and_exits_nonzero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "r2d2_plugin.train", "--c",
+    proc = subprocess.run([sys.executable, "-m", "r2d2_plugin.cli.train", "--c",
                            str(ROOT / "configs" / "r2d2_digits_40.yaml"), "--dataset", "mnist"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

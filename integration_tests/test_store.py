@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from r2d2_plugin import ConfigError, PseudoLabelStore
-from r2d2_plugin.store import STORE_DTYPES
+from r2d2_plugin.core.store import STORE_DTYPES
 from conftest import build_alg, short_argv
 
 

@@ -8,7 +8,7 @@ from typing import Dict, List
 
 from wandb.proto import wandb_internal_pb2
 
-from r2d2_plugin.train import run
+from r2d2_plugin.cli.train import run
 from conftest import short_argv
 
 BLOCK = 32768  # the .wandb file is a LevelDB-style log of protobuf records

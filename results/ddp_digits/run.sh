@@ -10,9 +10,9 @@ common=(--c configs/r2d2_digits_100.yaml --num_train_iter 400 --epoch 4 --num_ev
         --num_log_iter 50 --uratio 3 --r2d2_warmup_iter 150 --r2d2_d2_iter 100 --r2d2_r2_iter 100
         --r2d2_repredict_period 25 --r2d2_finetune_iter 50 --save_dir "$out/runs")
 for seed in 0 1 2; do
-  OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m r2d2_plugin.train "${common[@]}" \
+  OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m r2d2_plugin.cli.train "${common[@]}" \
     --batch_size 8 --seed "$seed" --save_name "two_$seed" > "$out/logs/two_$seed.log" 2>&1
-  OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=1 -m r2d2_plugin.train "${common[@]}" \
+  OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=1 -m r2d2_plugin.cli.train "${common[@]}" \
     --batch_size 16 --seed "$seed" --save_name "one_$seed" > "$out/logs/one_$seed.log" 2>&1
 done
 python - "$out" <<'PY'

@@ -1,10 +1,10 @@
 """Mean error % on the validation split along the run, over the seeds whose curves match each
-glob (read and averaged by ``r2d2_plugin.bench``); run from this folder:
+glob (read and averaged by ``r2d2_plugin.tools.bench``); run from this folder:
 python curve_table.py 'v3_ema/curves/*_40_*' ..."""
 import glob
 import sys
 
-from r2d2_plugin.bench import read_curve, seed_mean
+from r2d2_plugin.tools.bench import read_curve, seed_mean
 
 ITERATIONS = (600, 800, 1000, 1200, 1400, 1600, 1900)
 

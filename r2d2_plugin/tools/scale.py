@@ -1,8 +1,8 @@
 """Store storage options at ImageNet size, and their accuracy effect on digits.
 
-    python -m r2d2_plugin.scale --out results/scale                 # ImageNet-size store
-    torchrun --standalone --nproc_per_node=2 -m r2d2_plugin.scale --distributed --out results/scale
-    python -m r2d2_plugin.scale --out results/scale --digits        # bf16 / fp16 vs fp32 on digits
+    python -m r2d2_plugin.tools.scale --out results/scale                 # ImageNet-size store
+    torchrun --standalone --nproc_per_node=2 -m r2d2_plugin.tools.scale --distributed --out results/scale
+    python -m r2d2_plugin.tools.scale --out results/scale --digits        # bf16 / fp16 vs fp32 on digits
 
 Store mode: a synthetic ``PseudoLabelStore`` of ImageNet-1k size (1 281 167 unlabeled rows x
 1000 classes; random indices and logits, no images), one option at a time (created, timed,
@@ -18,7 +18,7 @@ process timing the step's store work as ``R2D2`` does it under DDP; bytes per pr
 for the processes run and computed for 8. Writes ``distributed.md``, ``distributed.csv``,
 ``COMMAND_distributed``.
 
-Digits mode: ``python -m r2d2_plugin.train --c configs/r2d2_digits_40.yaml --r2d2_store_dtype D
+Digits mode: ``python -m r2d2_plugin.cli.train --c configs/r2d2_digits_40.yaml --r2d2_store_dtype D
 --seed S`` for every dtype and seed, one process at a time with ``OMP_NUM_THREADS`` threads; a run
 already in ``digits.csv`` is not run again. Writes ``digits.csv``, ``digits.md``,
 ``COMMAND_digits``; run folders and console logs under ``runs/`` (not committed).
@@ -26,7 +26,6 @@ already in ``digits.csv`` is not run again. Writes ``digits.csv``, ``digits.md``
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import math
 import os
@@ -42,9 +41,10 @@ import torch
 
 import torch.distributed as dist
 
-from .distributed import gather_rows
-from .sharded_store import ShardedPseudoLabelStore
-from .store import STORE_DTYPES, PseudoLabelStore
+from ..core.collectives import gather_rows
+from ..core.sharded_store import ShardedPseudoLabelStore
+from ..core.store import STORE_DTYPES, PseudoLabelStore
+from .common import STD_NOTE, mean_pm_std, read_rows, write_command, write_rows
 
 IMAGENET_ROWS, IMAGENET_CLASSES = 1_281_167, 1000
 BATCH_ULB = 64  # USB's ImageNet setting: batch_size 64 x uratio 1 unlabeled rows per step
@@ -211,7 +211,7 @@ def store_table(rows: List[Dict[str, object]], threads: int, repeats: int, num_r
 def digits_run(config: str, dtype: str, seed: int, out: str, threads: int) -> Dict[str, object]:
     """One launcher run in its own process; its final and best top-1 from the launcher's line."""
     name = f"r2d2_{dtype}_seed{seed}"
-    command = [sys.executable, "-m", "r2d2_plugin.train", "--c", config,
+    command = [sys.executable, "-m", "r2d2_plugin.cli.train", "--c", config,
                "--r2d2_store_dtype", dtype, "--seed", str(seed),
                "--save_dir", os.path.join(out, "runs"), "--save_name", name]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -233,11 +233,12 @@ def digits_run(config: str, dtype: str, seed: int, out: str, threads: int) -> Di
 def digits_table(rows: List[Dict[str, str]], dtypes: Sequence[str], config: str) -> str:
     threads = sorted({r["threads"] for r in rows})
     lines = ["# Store dtype on digits (40 labels): error % of the final EMA weights", "",
-             f"Each run: `OMP_NUM_THREADS={'/'.join(threads)} python -m r2d2_plugin.train --c {config} "
+             f"Each run: `OMP_NUM_THREADS={'/'.join(threads)} python -m r2d2_plugin.cli.train --c {config} "
              "--r2d2_store_dtype DTYPE --seed SEED` (plus its save_dir / save_name), one run at a "
              "time on this project's 2-core CPU machine; the 596-image eval set. Made by the "
              "command in `COMMAND_digits`; per-run numbers in `digits.csv`.", "",
-             "| store dtype | error % final (mean ± std) | error % best (mean ± std) | seeds | "
+             f"Error %: {STD_NOTE}.", "",
+             "| store dtype | error % final | error % best | seeds | "
              "per seed (final) |", "|---|---|---|---|---|"]
     for dtype in dtypes:
         mine = sorted((r for r in rows if r["dtype"] == dtype), key=lambda r: int(r["seed"]))
@@ -245,29 +246,14 @@ def digits_table(rows: List[Dict[str, str]], dtypes: Sequence[str], config: str)
             continue
         final = [float(r["error_pct"]) for r in mine]
         best = [float(r["best_error_pct"]) for r in mine]
-        spread = lambda v: f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"
-        lines.append(f"| {dtype} | {spread(final)} | {spread(best)} | {len(mine)} | "
+        lines.append(f"| {dtype} | {mean_pm_std(final)} | {mean_pm_std(best)} | {len(mine)} | "
                      f"{', '.join(f'{v:.2f}' for v in final)} |")
     return "\n".join(lines) + "\n"
 
 
-def read_csv(path: str) -> List[Dict[str, str]]:
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_csv(path: str, fields: Sequence[str], rows: Sequence[Dict[str, object]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv: Sequence[str] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.scale")
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.scale")
     parser.add_argument("--out", required=True)
     parser.add_argument("--repeats", type=int, default=50, help="timed batches per option")
     parser.add_argument("--rows", type=int, default=IMAGENET_ROWS)
@@ -282,20 +268,19 @@ def main(argv: Sequence[str] = None) -> None:
     args = parser.parse_args(argv)
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
     threads_env = os.environ.get("OMP_NUM_THREADS")
-    command = ((f"OMP_NUM_THREADS={threads_env} " if threads_env and not args.digits else "")
-               + "python -m r2d2_plugin.scale " + shlex.join(argv) + "\n")
+    prefix = f"OMP_NUM_THREADS={threads_env} " if threads_env and not args.digits else ""
+    module = "r2d2_plugin.tools.scale"
     if args.digits:
-        with open(os.path.join(args.out, "COMMAND_digits"), "w") as f:
-            f.write(command)
+        write_command(args.out, module, argv, "COMMAND_digits")
         path = os.path.join(args.out, "digits.csv")
-        rows = read_csv(path)
+        rows = read_rows(path)
         for dtype in args.dtypes:
             for seed in args.seeds:
                 if any(r["dtype"] == dtype and int(r["seed"]) == seed for r in rows):
                     continue
                 rows.append(digits_run(args.c, dtype, seed, args.out, args.threads))
                 print(rows[-1], flush=True)
-                write_csv(path, DIGITS_FIELDS, rows)
+                write_rows(path, DIGITS_FIELDS, rows)
         with open(os.path.join(args.out, "digits.md"), "w") as f:
             f.write(digits_table(rows, args.dtypes, args.c))
         return
@@ -303,20 +288,18 @@ def main(argv: Sequence[str] = None) -> None:
         dist.init_process_group("gloo")
         rows = distributed_rows(args.repeats, args.rows, args.classes)
         if dist.get_rank() == 0:
-            with open(os.path.join(args.out, "COMMAND_distributed"), "w") as f:
-                f.write(f"OMP_NUM_THREADS={threads_env} torchrun --standalone --nproc_per_node="
-                        f"{dist.get_world_size()} -m r2d2_plugin.scale " + shlex.join(argv) + "\n")
-            write_csv(os.path.join(args.out, "distributed.csv"), STORE_FIELDS, rows)
+            write_command(args.out, module, argv, "COMMAND_distributed", f"OMP_NUM_THREADS={threads_env} ",
+                          f"torchrun --standalone --nproc_per_node={dist.get_world_size()}")
+            write_rows(os.path.join(args.out, "distributed.csv"), STORE_FIELDS, rows)
             with open(os.path.join(args.out, "distributed.md"), "w") as f:
                 f.write(store_table(rows, torch.get_num_threads(), args.repeats, args.rows, args.classes,
                                     DISTRIBUTED_INTRO))
         dist.destroy_process_group()
         return
-    with open(os.path.join(args.out, "COMMAND"), "w") as f:
-        f.write(command)
+    write_command(args.out, module, argv, prefix=prefix)
     threads = torch.get_num_threads()
     rows = store_rows(args.repeats, args.rows, args.classes)
-    write_csv(os.path.join(args.out, "store.csv"), STORE_FIELDS, rows)
+    write_rows(os.path.join(args.out, "store.csv"), STORE_FIELDS, rows)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(store_table(rows, threads, args.repeats, args.rows, args.classes))
 

@@ -1,6 +1,6 @@
 """The paper's flattening claim, measured: D2 with R2 against D2 without R2 (same budget).
 
-    python -m r2d2_plugin.flattening --with-r2 results/digits --without-r2 results/digits_no_r2 \\
+    python -m r2d2_plugin.tools.flattening --with-r2 results/digits --without-r2 results/digits_no_r2 \\
         --num_labels 40 --out results/flattening_digits_40
 
 Reads the r2d2 curves of two bench suites that differ only in ``r2d2_use_r2`` and writes
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from typing import Sequence
 
 import numpy as np
 
-from .bench import column, read_curves, read_rows, seed_mean
+from .bench import column, read_curves, seed_mean
+from .common import STD_NOTE, mean_pm_std, read_rows, write_command
 
 KEYS = (("r2d2/pseudo_label_entropy", "pseudo-label entropy (nats)"),
         ("r2d2/pseudo_label_acc", "pseudo-label accuracy"))
@@ -30,7 +30,7 @@ def value_at(curves, key: str, iteration: int) -> float:
 
 def main(argv: Sequence[str] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.flattening")
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.flattening")
     parser.add_argument("--with-r2", required=True)
     parser.add_argument("--without-r2", required=True)
     parser.add_argument("--num_labels", type=int, default=40)
@@ -42,8 +42,7 @@ def main(argv: Sequence[str] = None) -> None:
     suites = {"D2 + R2": args.with_r2, "D2 without R2": args.without_r2}
     curves = {name: read_curves(path, "r2d2", args.num_labels) for name, path in suites.items()}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "COMMAND"), "w") as f:
-        f.write("python -m r2d2_plugin.flattening " + " ".join(shlex.quote(a) for a in argv) + "\n")
+    write_command(args.out, "r2d2_plugin.tools.flattening", argv)
 
     import matplotlib
 
@@ -64,13 +63,13 @@ def main(argv: Sequence[str] = None) -> None:
     plt.close(fig)
 
     lines = ["| run | " + " | ".join(f"it {i}: entropy / acc" for i in args.at)
-             + " | final error % (mean ± std) |", "|---|" + "---|" * (len(args.at) + 1)]
+             + f" | final error % ({STD_NOTE}) |", "|---|" + "---|" * (len(args.at) + 1)]
     for name, c in curves.items():
         cells = [f"{value_at(c, KEYS[0][0], i):.3f} / {value_at(c, KEYS[1][0], i):.3f}" for i in args.at]
         rows = [r for r in read_rows(os.path.join(suites[name], "runs.csv"))
                 if int(r["num_labels"]) == args.num_labels]
         err = column(rows, "r2d2", "error_pct")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {err.mean():.2f} ± {err.std():.2f} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_pm_std(err)} |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table)

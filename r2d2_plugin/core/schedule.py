@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Sequence
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 REFERENCE_STAGE_EPOCHS = (300, 300, 300, 50)
 STAGE_NAMES = {1: "warm-up", 2: "D2", 3: "R2", 4: "fine-tune"}

@@ -20,7 +20,7 @@ from torchvision import transforms
 from semilearn.datasets.augmentation import RandAugment
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 OFFLINE_DATASETS = ("digits", "npz")
 # Image datasets that USB 0.3.2's get_dataset knows, with their class counts.
@@ -164,7 +164,8 @@ def unknown_dataset(name: str) -> ConfigError:
 
 
 def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
-    """Wrap USB's ``get_dataset`` so it also serves ``digits`` and ``npz``."""
+    """Wrap USB's ``get_dataset`` so it also serves ``digits`` and ``npz``, and refuses a name it
+    does not know (USB returns None) with a ``ConfigError``."""
 
     def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data",
                     include_lb_to_ulb=True):
@@ -172,8 +173,11 @@ def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
             return get_digits(args, algorithm, num_labels, num_classes, include_lb_to_ulb)
         if dataset == "npz":
             return get_npz(args, algorithm, num_classes, include_lb_to_ulb, data_dir)
-        return usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
-                               include_lb_to_ulb)
+        dataset_dict = usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
+                                       include_lb_to_ulb)
+        if dataset_dict is None:
+            raise unknown_dataset(dataset)
+        return dataset_dict
 
     get_dataset.__wrapped_usb__ = usb_get_dataset
     return get_dataset

@@ -14,36 +14,18 @@ from semilearn.core.algorithmbase import AlgorithmBase
 from semilearn.core.utils import ALGORITHMS
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
-from . import distributed
-from .data import unknown_dataset
-from .errors import ConfigError
+from ..core import collectives
+from ..core.loss import d2_loss, labeled_targets, reference_lambda
+from ..core.schedule import StageSchedule
+from ..core.sharded_store import ShardedPseudoLabelStore
+from ..core.store import PseudoLabelStore, check_store_options
+from ..errors import ConfigError
 from .hooks import RepredictHook, WarmupViewsHook
-from .schedule import StageSchedule
-from .sharded_store import ShardedPseudoLabelStore
-from .store import PseudoLabelStore, check_store_options
 
-# The reference's store step: λ = 4000 at a batch of B = 512 samples.
-REFERENCE_LAMBDA, REFERENCE_BATCH = 4000.0, 512
 # The weights R2 may repredict with.
 REPREDICT_FROM = ("network", "ema")
-
-
-def d2_loss(logits: torch.Tensor, target_logits: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """Per-sample D2 loss α·KL(f ‖ softmax(ỹ)) + β·H(f), f = softmax(z).
-
-    The paper's D2 objective (section "Deep decipher"); the order of the KL, network
-    distribution first, is the reference code's ``kl_reverse``. Gradients reach only z.
-    """
-    log_f = F.log_softmax(logits, dim=-1)
-    f = log_f.exp()
-    kl = (f * (log_f - F.log_softmax(target_logits, dim=-1))).sum(dim=-1)
-    entropy = -(f * log_f).sum(dim=-1)
-    return alpha * kl + beta * entropy
-
-
-def reference_lambda(batch_size: int, uratio: int) -> float:
-    """λ giving the reference's per-sample store step λα/B at USB's batch B = bs·(1 + uratio)."""
-    return REFERENCE_LAMBDA * batch_size * (1 + uratio) / REFERENCE_BATCH
+# The metrics R2-D2 adds to USB's log dict (the store-wide ones on log and eval iterations).
+METRIC_KEYS = ("r2d2/stage", "r2d2/repredictions", "r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc")
 
 
 @ALGORITHMS.register("r2d2")
@@ -96,8 +78,6 @@ class R2D2(AlgorithmBase):
         the strong view, so it is not computed (USB's BasicDataset picks views by algorithm name,
         and ``pseudolabel`` is its weak-only name; ``ULB_VIEWS``)."""
         dataset_dict = super().set_dataset()
-        if dataset_dict is None:
-            raise unknown_dataset(self.args.dataset)
         ulb = dataset_dict["train_ulb"]
         if not isinstance(ulb, BasicDataset):
             raise ConfigError(f"r2d2 needs an image dataset served by USB's BasicDataset; "
@@ -121,7 +101,7 @@ class R2D2(AlgorithmBase):
 
     def labeled_targets(self, y_lb: torch.Tensor) -> torch.Tensor:
         """Fixed, never-updated target logits of labeled samples."""
-        return F.one_hot(y_lb, self.num_classes).float() * self.labeled_logit
+        return labeled_targets(y_lb, self.num_classes, self.labeled_logit)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
                    x_ulb_w: torch.Tensor):
@@ -173,10 +153,35 @@ class R2D2(AlgorithmBase):
         applies the updates of all processes (gathered in rank order), so the store stays
         identical everywhere, with the step λα/B of the global batch B (processes x ``batch``),
         as one process with that batch takes it."""
-        if distributed.active(self):
-            idx_ulb, probs = distributed.gather_rows(idx_ulb, probs)
+        if self.in_process_group():
+            idx_ulb, probs = collectives.gather_rows(idx_ulb, probs)
             batch *= self.world_size
         self.store.descend(idx_ulb, probs, step=self.lam * self.alpha / batch)
+
+    def repredicted(self, seconds: float) -> None:
+        """Count one reprediction of R2 (``RepredictHook``) that took ``seconds``, and log the
+        store it left."""
+        self.repredictions += 1
+        self.repredict_seconds += seconds
+        self.print_fn(f"r2d2: reprediction {self.repredictions} at iteration {self.it}: "
+                      f"{self.store_summary()}")
+
+    def store_summary(self) -> str:
+        accuracy = self.store.accuracy()
+        known = "" if accuracy != accuracy else f"pseudo-label acc {accuracy:.4f}, "
+        return f"{known}entropy {self.store.mean_entropy():.4f}"
+
+    def evaluate(self, eval_dest: str = "eval", *args: Any, **kwargs: Any) -> Optional[Dict[str, float]]:
+        """USB's evaluation. USB evaluates on every process just before each checkpoint (its
+        CheckpointHook then saves on rank 0, and the final save follows the last iteration's
+        evaluation), so the store prepares what a save needs here (``before_save``, collective)."""
+        if eval_dest == "eval":
+            self.store.before_save()
+        return super().evaluate(eval_dest, *args, **kwargs)
+
+    def in_process_group(self) -> bool:
+        """Whether this run is distributed over more than one process."""
+        return bool(self.distributed) and collectives.in_group()
 
     def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int,
                         logits_w: torch.Tensor) -> torch.Tensor:

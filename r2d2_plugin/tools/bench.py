@@ -1,6 +1,6 @@
 """Run several algorithms x label counts x seeds on one config through the launcher and tabulate.
 
-    python -m r2d2_plugin.bench --c configs/r2d2_digits_40.yaml --num_labels 40 100 \\
+    python -m r2d2_plugin.tools.bench --c configs/r2d2_digits_40.yaml --num_labels 40 100 \\
         --algorithms r2d2 supervised fixmatch --seeds 0 1 2 --jobs 2 --out results/digits
 
 Every run uses the config's split, net, batch sizes and iteration budget; only ``algorithm``,
@@ -18,37 +18,27 @@ import argparse
 import contextlib
 import csv
 import glob
-import multiprocessing
 import os
 import resource
-import shlex
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from semilearn.core.utils import ALGORITHMS
 
-from .config import get_config
-from .errors import ConfigError
-from .r2d2 import R2D2
-from .schedule import StageSchedule
-
-from .train import run
+from ..algorithms.r2d2 import R2D2
+from ..cli.config import get_config
+from ..cli.train import run
+from ..core.schedule import StageSchedule
+from ..errors import ConfigError
+from .common import STD_NOTE, mean_pm_std, read_rows, spawned_runs, write_command, write_rows
 
 FIELDS = ["algorithm", "num_labels", "seed", "error_pct", "best_top1", "final_top1",
           "train_seconds", "step_seconds", "cpu_seconds", "cpu_step_seconds", "torch_threads",
           "process_peak_rss_mb", "gpu_peak_mb"]
-
-
-def read_rows(path: str) -> List[Dict[str, str]]:
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def run_name(algorithm: str, num_labels: int, seed: int) -> str:
@@ -142,12 +132,12 @@ def markdown(rows: List[Dict[str, str]], title: str) -> str:
     step = {a: column(rows, a, timing).mean() for a in algorithms}
 
     def cell(values: Dict[str, np.ndarray], algorithm: str) -> str:
-        text = f"{values[algorithm].mean():.2f} ± {values[algorithm].std():.2f}"
+        text = mean_pm_std(values[algorithm])
         top = min(v.mean() for v in values.values())
         return f"**{text}**" if values[algorithm].mean() == top else text
 
     ref = step.get("fixmatch")
-    lines = [f"### {title}", "",
+    lines = [f"### {title}", "", f"Error %: {STD_NOTE}; best per column in bold.", "",
              "| algorithm | error % final (mean ± std) | error % best (mean ± std) | seeds | "
              + ("CPU s / step |" if timing == "cpu_step_seconds" else "wall s / step |")
              + (" step / FixMatch step |" if ref else ""),
@@ -256,10 +246,7 @@ def suite_eta(rows: List[Dict[str, str]], todo: Sequence[tuple], jobs: int) -> s
 
 
 def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: Sequence[str]) -> str:
-    with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(os.path.join(args.out, "runs.csv"), FIELDS, rows)
     tables = []
     for num_labels in args.num_labels:
         some = [r for r in rows if int(r["num_labels"]) == num_labels]
@@ -275,7 +262,7 @@ def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: S
 
 def main(argv: Sequence[str] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.bench")
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.bench")
     parser.add_argument("--c", required=True)
     parser.add_argument("--algorithms", nargs="+", default=["r2d2", "supervised", "fixmatch"])
     parser.add_argument("--num_labels", nargs="+", type=int, help="label counts (default: the config's)")
@@ -293,8 +280,7 @@ def main(argv: Sequence[str] = None) -> None:
     args.dataset, args.eval_split = config.dataset, config.eval_split
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "COMMAND"), "w") as f:
-        f.write("python -m r2d2_plugin.bench " + " ".join(shlex.quote(a) for a in argv) + "\n")
+    write_command(args.out, "r2d2_plugin.tools.bench", argv)
     rows = read_rows(os.path.join(args.out, "runs.csv"))
     done = {(r["algorithm"], int(r["num_labels"]), int(r["seed"])) for r in rows}
     todo = [(a, n, s) for n in args.num_labels for s in args.seeds for a in args.algorithms
@@ -308,19 +294,17 @@ def main(argv: Sequence[str] = None) -> None:
 
     print(f"=== bench: {len(todo)} runs to do ({len(done)} done), {args.jobs} at a time with {threads} "
           f"torch thread(s) each; suite ETA {suite_eta(rows, todo, args.jobs)}", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(one_run, configs[a].c, a, n, s, args.out, extra, threads): (a, n, s)
-                   for a, n, s in todo}
-        for i, future in enumerate(as_completed(futures), 1):
-            row = {k: str(v) for k, v in future.result().items()}
-            rows.append(row)
-            rows.sort(key=rank)
-            write_outputs(rows, args, extra)
-            left = [t for f, t in futures.items() if not f.done()]
-            print(f"=== bench {i}/{len(todo)}: {run_name(row['algorithm'], row['num_labels'], row['seed'])} "
-                  f"error {row['error_pct']} % in {row['train_seconds']} s; "
-                  f"suite ETA {suite_eta(rows, left, args.jobs)}", flush=True)
+    left = list(todo)
+    tasks = [(configs[a].c, a, n, s, args.out, extra, threads) for a, n, s in todo]
+    for i, (task, result) in enumerate(spawned_runs(args.jobs, one_run, tasks), 1):
+        row = {k: str(v) for k, v in result.items()}
+        rows.append(row)
+        rows.sort(key=rank)
+        write_outputs(rows, args, extra)
+        left.remove(task[1:4])
+        print(f"=== bench {i}/{len(todo)}: {run_name(row['algorithm'], row['num_labels'], row['seed'])} "
+              f"error {row['error_pct']} % in {row['train_seconds']} s; "
+              f"suite ETA {suite_eta(rows, left, args.jobs)}", flush=True)
     table = write_outputs(rows, args, extra)
     plot(args.out, args.algorithms, args.num_labels, args.c, extra)
     print(table)

@@ -1,6 +1,6 @@
 """Launcher, the counterpart of USB's ``train.py`` (which the wheel lacks):
 
-    python -m r2d2_plugin.train --c CONFIG.yaml [--option value ...]
+    python -m r2d2_plugin.cli.train --c CONFIG.yaml [--option value ...]
 
 Runs ``r2d2`` or any USB algorithm from a USB-format YAML on the CPU or one GPU, seeded, with
 USB's save_dir / save_name / resume / load_path semantics; under ``torchrun --nproc_per_node=N``,
@@ -25,7 +25,7 @@ from semilearn.core.utils import TBLog, count_parameters, get_net_builder
 
 from . import distributed
 from .config import get_config
-from .errors import ConfigError
+from ..errors import ConfigError
 from .hooks import CurveHook, ProgressHook
 from .wandb_logging import LeaderboardWandbHook
 

@@ -14,8 +14,9 @@ import torch
 from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 
-from .errors import ConfigError
-from .r2d2 import R2D2, d2_loss
+from ..core.loss import d2_loss
+from ..errors import ConfigError
+from .r2d2 import R2D2
 
 
 ENTROPY_VIEWS = ("strong", "weak")

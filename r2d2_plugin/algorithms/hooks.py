@@ -1,20 +1,18 @@
-"""USB hooks: R2's reprediction (``RepredictHook``), the warm-up's unlabeled views
-(``WarmupViewsHook``), and the launcher's progress line and learning curves."""
+"""R2-D2's USB hooks: R2's reprediction (``RepredictHook``) and the warm-up's unlabeled views
+(``WarmupViewsHook``)."""
 from __future__ import annotations
 
 import copy
-import csv
 import math
-import os
 import time
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Subset
 from semilearn.core.hooks import Hook
 
-from . import distributed
-from .schedule import STAGE_NAMES
+from ..core.schedule import STAGE_NAMES
 
 
 class RepredictHook(Hook):
@@ -44,7 +42,7 @@ class RepredictHook(Hook):
     def share(algorithm: Any) -> range:
         """The unlabeled indices this process repredicts: every N-th from its rank on under DDP
         with N processes, all of them in one process."""
-        world, rank = (algorithm.world_size, algorithm.rank) if distributed.active(algorithm) else (1, 0)
+        world, rank = (algorithm.world_size, algorithm.rank) if algorithm.in_process_group() else (1, 0)
         return range(rank, len(algorithm.dataset_dict["train_ulb"]), world)
 
     def loader(self, algorithm: Any) -> DataLoader:
@@ -61,7 +59,7 @@ class RepredictHook(Hook):
         share, batch by batch, the same number of batches on every process (a finished share
         sends an empty one); the store exchanges what it needs (``assign_share``)."""
         start = time.perf_counter()
-        model, device = distributed.unwrapped(algorithm.model), self.device(algorithm)
+        model, device = unwrapped(algorithm.model), self.device(algorithm)
         was_training = model.training
         model.eval()
         from_ema = algorithm.args.r2d2_repredict_from == "ema"
@@ -83,21 +81,12 @@ class RepredictHook(Hook):
             if from_ema:
                 algorithm.ema.restore()
             model.train(was_training)
-        algorithm.repredictions += 1
-        algorithm.repredict_seconds += time.perf_counter() - start
-        algorithm.print_fn(f"r2d2: reprediction {algorithm.repredictions} at iteration "
-                           f"{algorithm.it}: pseudo-label acc {algorithm.store.accuracy():.4f}, "
-                           f"entropy {algorithm.store.mean_entropy():.4f}")
+        algorithm.repredicted(time.perf_counter() - start)
 
-    def after_train_step(self, algorithm: Any) -> None:
-        """``store.before_save`` on every process just before USB's rank-0 checkpoint
-        (CheckpointHook saves at evaluation iterations and at the last one)."""
-        if self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm):
-            algorithm.store.before_save()
 
-    def after_run(self, algorithm: Any) -> None:
-        """``store.before_save`` before USB's final save."""
-        algorithm.store.before_save()
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The net inside a DDP / DataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
 
 
 class WarmupViewsHook(Hook):
@@ -112,49 +101,3 @@ class WarmupViewsHook(Hook):
         warmup_only = algorithm.schedule.stage(last_it) == 1
         algorithm.dataset_dict["train_ulb"].alg = (algorithm.ULB_VIEWS_WARMUP if warmup_only
                                                    else algorithm.ULB_VIEWS)
-
-
-class ProgressHook(Hook):
-    """One short line every ``num_log_iter`` iterations: iteration, loss, last eval top-1,
-    it/s and ETA. Registered by the launcher for every algorithm."""
-
-    def before_run(self, algorithm: Any) -> None:
-        self.start_time, self.start_it = time.perf_counter(), algorithm.it
-        self.top1 = float("nan")
-
-    def after_train_step(self, algorithm: Any) -> None:
-        log = algorithm.log_dict
-        self.top1 = log.get("eval/top-1-acc", self.top1)
-        done = algorithm.it + 1
-        if not (self.every_n_iters(algorithm, algorithm.num_log_iter) or done == algorithm.num_train_iter):
-            return
-        rate = (done - self.start_it) / max(time.perf_counter() - self.start_time, 1e-9)
-        eta = (algorithm.num_train_iter - done) / max(rate, 1e-9)
-        loss = log.get("train/total_loss", log.get("train/sup_loss", float("nan")))
-        print(f"[{algorithm.args.algorithm}] it {done}/{algorithm.num_train_iter}  loss {loss:.4f}  "
-              f"top-1 {self.top1:.4f}  {rate:.1f} it/s  ETA {int(eta // 60)}m{int(eta % 60):02d}s",
-              flush=True)
-
-
-class CurveHook(Hook):
-    """Appends ``curves.csv`` in the run's folder on every log and eval iteration: iteration,
-    eval top-1 (eval iterations) and the R2-D2 metrics when the algorithm has them.
-    Registered by the launcher for every algorithm."""
-
-    KEYS = ["eval/top-1-acc", "r2d2/stage", "r2d2/repredictions", "r2d2/pseudo_label_entropy",
-            "r2d2/pseudo_label_acc"]
-
-    def before_run(self, algorithm: Any) -> None:
-        self.path = os.path.join(algorithm.save_dir, algorithm.save_name, "curves.csv")
-        if not (algorithm.resume and os.path.isfile(self.path)):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(["iteration", *self.KEYS])
-
-    def after_train_step(self, algorithm: Any) -> None:
-        if not (self.every_n_iters(algorithm, algorithm.num_log_iter)
-                or self.every_n_iters(algorithm, algorithm.num_eval_iter)):
-            return
-        log = algorithm.log_dict
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([algorithm.it + 1, *(log.get(k, "") for k in self.KEYS)])

@@ -11,8 +11,8 @@ from typing import Dict, Iterator, Tuple
 
 import torch
 
-from . import distributed
-from .errors import ConfigError
+from . import collectives
+from ..errors import ConfigError
 
 STORE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STORE_DEVICES = ("device", "cpu_pinned", "sharded")
@@ -107,14 +107,14 @@ class PseudoLabelStore:
         """R2: this process's predictions for ``idx``, its share of the unlabeled set, at most
         ``pad_to`` rows per call and as many calls on every process. Every process keeps every
         row, so under DDP the shares are gathered and all of them assigned."""
-        if distributed.in_group():
-            idx, logits = distributed.gather_padded(idx, logits, pad_to)
+        if collectives.in_group():
+            idx, logits = collectives.gather_padded(idx, logits, pad_to)
         self.assign(idx, logits)
 
     def before_save(self) -> None:
         """Collective, just before USB's rank-0 checkpoint: under DDP, check that every process
         keeps the same store."""
-        distributed.check_stores_agree(self)
+        collectives.check_stores_agree(self)
 
     def descend(self, idx: torch.Tensor, probs: torch.Tensor, step: float) -> None:
         """D2's gradient step for the batch entries ``idx``.

@@ -6,9 +6,10 @@ from typing import Any, Dict, List
 
 from semilearn.core.hooks import WANDBHook
 
+from ..algorithms.r2d2 import METRIC_KEYS
+
 # Keys that USB's WANDBHook drops (it logs a fixed list) and that a comparison needs.
-EXTRA_KEYS = ["r2d2/stage", "r2d2/repredictions", "r2d2/pseudo_label_entropy",
-              "r2d2/pseudo_label_acc", "eval/loss", "eval/balanced_acc"]
+EXTRA_KEYS = [*METRIC_KEYS, "eval/loss", "eval/balanced_acc"]
 
 
 def run_name(args: Any) -> str:

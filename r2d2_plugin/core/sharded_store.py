@@ -23,7 +23,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .store import STATS_CHUNK, PseudoLabelStore
 
 

@@ -12,8 +12,11 @@ from semilearn.algorithms.utils import str2bool
 from semilearn.core.utils import ALGORITHMS
 
 from . import distributed
-from .data import OFFLINE_DATASETS, USB_CV_DATASETS, unknown_dataset
-from .errors import ConfigError
+from ..algorithms.r2d2 import R2D2, check_loss_options
+from ..algorithms.r2d2_strong import R2D2Strong, check_strong_options
+from ..core.schedule import StageSchedule
+from ..errors import ConfigError
+from ..usb.datasets import OFFLINE_DATASETS, USB_CV_DATASETS, unknown_dataset
 
 USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k",
                           "aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers",
@@ -67,7 +70,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
 
 
 def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.train",
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.cli.train",
                                      description="Train a USB algorithm (r2d2 included) from a USB YAML.")
     parser.add_argument("--c", type=str, default="", help="USB-format YAML config")
     for name, kind, default in BASE_OPTIONS + PLUGIN_OPTIONS:
@@ -116,10 +119,6 @@ def check_config(args: argparse.Namespace) -> None:
     if args.eval_split not in EVAL_SPLITS or (args.eval_split != "test" and args.dataset != "digits"):
         raise ConfigError(f"eval_split={args.eval_split!r} is not available for dataset '{args.dataset}'",
                           "use eval_split: test, or eval_split: val with dataset: digits")
-    from .r2d2 import R2D2, check_loss_options
-    from .r2d2_strong import R2D2Strong, check_strong_options
-    from .schedule import StageSchedule
-
     if issubclass(ALGORITHMS[args.algorithm], R2D2):
         check_loss_options(args)
         StageSchedule.from_args(args)

@@ -1,6 +1,6 @@
 """Sensitivity of R2-D2 to α, β, λ and the repredict period: two grids of launcher runs.
 
-    python -m r2d2_plugin.sweep --c configs/r2d2_digits_40.yaml --seeds 0 1 --jobs 2 \\
+    python -m r2d2_plugin.tools.sweep --c configs/r2d2_digits_40.yaml --seeds 0 1 --jobs 2 \\
         --out results/sensitivity_digits_40
 
 Grid ``alpha_beta`` varies r2d2_alpha x r2d2_beta; grid ``lambda_period`` varies r2d2_lambda x
@@ -14,19 +14,16 @@ Resumable like the bench: ``runs.csv`` keeps finished runs. Writes ``runs.csv``,
 from __future__ import annotations
 
 import argparse
-import csv
-import multiprocessing
 import os
-import shlex
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .bench import one_run, read_rows
-from .config import get_config
-from .schedule import StageSchedule
+from .bench import one_run
+from ..cli.config import get_config
+from ..core.schedule import StageSchedule
+from .common import STD_NOTE, mean_pm_std, read_rows, spawned_runs, write_command, write_rows
 
 GRIDS: Dict[str, Tuple[Tuple[str, List[float]], Tuple[str, List[float]]]] = {
     "alpha_beta": (("r2d2_alpha", [0.03, 0.1, 0.3]), ("r2d2_beta", [0.0, 0.03, 0.1])),
@@ -62,7 +59,7 @@ def sweep_run(config: str, grid: str, x: float, y: float, seed: int, options: Li
 def table(rows: List[Dict[str, str]], defaults: Dict[str, float]) -> str:
     lines = []
     for grid, ((xname, xs), (yname, ys)) in GRIDS.items():
-        lines += [f"### {grid}: error % (mean ± std over seeds), rows {xname}, columns {yname}", "",
+        lines += [f"### {grid}: error % ({STD_NOTE}), rows {xname}, columns {yname}", "",
                   f"| {xname} \\ {yname} | " + " | ".join(f"{y:g}" for y in ys) + " |",
                   "|---|" + "---|" * len(ys)]
         for x in xs:
@@ -70,7 +67,7 @@ def table(rows: List[Dict[str, str]], defaults: Dict[str, float]) -> str:
             for y in ys:
                 errors = [float(r["error_pct"]) for r in rows
                           if r["grid"] == grid and float(r["x"]) == x and float(r["y"]) == y]
-                text = f"{np.mean(errors):.2f} ± {np.std(errors):.2f} ({len(errors)})" if errors else "-"
+                text = f"{mean_pm_std(errors)} ({len(errors)})" if errors else "-"
                 mark = x == defaults[xname] and y == defaults[yname]
                 cells.append(f"**{text}**" if mark else text)
             lines.append(f"| {x:g} | " + " | ".join(cells) + " |")
@@ -107,7 +104,7 @@ def heatmaps(rows: List[Dict[str, str]], path: str) -> None:
 
 def main(argv: Sequence[str] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.sweep")
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.sweep")
     parser.add_argument("--c", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=1)
@@ -118,8 +115,7 @@ def main(argv: Sequence[str] = None) -> None:
     defaults = {"r2d2_alpha": config.r2d2_alpha, "r2d2_beta": config.r2d2_beta,
                 "r2d2_lambda": config.r2d2_lambda, "r2d2_repredict_period": schedule.repredict_period}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "COMMAND"), "w") as f:
-        f.write("python -m r2d2_plugin.sweep " + " ".join(shlex.quote(a) for a in argv) + "\n")
+    write_command(args.out, "r2d2_plugin.tools.sweep", argv)
     csv_path = os.path.join(args.out, "runs.csv")
     rows = read_rows(csv_path)
     done = {(r["grid"], float(r["x"]), float(r["y"]), int(r["seed"])) for r in rows}
@@ -131,19 +127,13 @@ def main(argv: Sequence[str] = None) -> None:
                 get_config(["--c", args.c, "--algorithm", "r2d2", *options])
                 todo += [(grid, x, y, s, options) for s in args.seeds if (grid, x, y, s) not in done]
     print(f"=== sweep: {len(todo)} runs to do ({len(done)} done), {args.jobs} at a time", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(sweep_run, args.c, g, x, y, s, o, args.out, config.num_labels)
-                   for g, x, y, s, o in todo]
-        for i, future in enumerate(as_completed(futures), 1):
-            rows.append({k: str(v) for k, v in future.result().items()})
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=FIELDS)
-                writer.writeheader()
-                writer.writerows(sorted(rows, key=lambda r: (r["grid"], float(r["x"]), float(r["y"]),
-                                                             int(r["seed"]))))
-            print(f"=== sweep {i}/{len(todo)}: {rows[-1]['grid']} {rows[-1]['x']} {rows[-1]['y']} "
-                  f"seed {rows[-1]['seed']}: error {rows[-1]['error_pct']} %", flush=True)
+    tasks = [(args.c, g, x, y, s, o, args.out, config.num_labels) for g, x, y, s, o in todo]
+    for i, (_, result) in enumerate(spawned_runs(args.jobs, sweep_run, tasks), 1):
+        rows.append({k: str(v) for k, v in result.items()})
+        write_rows(csv_path, FIELDS, sorted(rows, key=lambda r: (r["grid"], float(r["x"]), float(r["y"]),
+                                                                 int(r["seed"]))))
+        print(f"=== sweep {i}/{len(todo)}: {rows[-1]['grid']} {rows[-1]['x']} {rows[-1]['y']} "
+              f"seed {rows[-1]['seed']}: error {rows[-1]['error_pct']} %", flush=True)
     text = table(rows, defaults)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)

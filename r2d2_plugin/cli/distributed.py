@@ -1,6 +1,6 @@
 """Multi-process training under ``torchrun`` with USB's DDP path.
 
-``torchrun --nproc_per_node=N -m r2d2_plugin.train --c CONFIG.yaml`` starts N copies of the
+``torchrun --nproc_per_node=N -m r2d2_plugin.cli.train --c CONFIG.yaml`` starts N copies of the
 launcher; each reads its rank from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``) and joins one process group:
 NCCL (the config's ``dist_backend``) with one GPU per process, gloo on the CPU.
@@ -15,17 +15,15 @@ running statistics are rank 0's (DDP's ``broadcast_buffers``).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from typing import Any, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from semilearn.algorithms.utils import concat_all_gather
 from semilearn.core.utils import send_model_cuda
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def torchrun_world() -> int:
@@ -45,7 +43,7 @@ def resolve(args: Any) -> None:
                 f"the config asks for USB's multi-process launch (multiprocessing_distributed: "
                 f"{args.multiprocessing_distributed}, world_size: {args.world_size}), which this "
                 "launcher does not spawn itself",
-                "start it with torchrun --nproc_per_node=N -m r2d2_plugin.train --c CONFIG.yaml "
+                "start it with torchrun --nproc_per_node=N -m r2d2_plugin.cli.train --c CONFIG.yaml "
                 "(one process per GPU, or N CPU processes), or set multiprocessing_distributed: "
                 "False and world_size: 1 for one process")
         args.distributed, args.world_size, args.rank = False, 1, 0
@@ -90,50 +88,3 @@ def wrap_model(args: Any, model: nn.Module, clip_batch: bool = True) -> nn.Modul
         return nn.parallel.DistributedDataParallel(model, broadcast_buffers=True,
                                                    find_unused_parameters=True)
     return model
-
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The net inside a DDP / DataParallel wrapper."""
-    return model.module if hasattr(model, "module") else model
-
-
-def in_group() -> bool:
-    """Whether this process is in a process group of more than one process."""
-    return dist.is_initialized() and dist.get_world_size() > 1
-
-
-def active(algorithm: Any) -> bool:
-    """Whether the algorithm runs in a process group of more than one process."""
-    return bool(algorithm.distributed) and in_group()
-
-
-def gather_rows(idx: torch.Tensor, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Every process's ``idx`` and ``rows`` (same shapes on every process), in rank order."""
-    return concat_all_gather(idx.contiguous()), concat_all_gather(rows.contiguous())
-
-
-def gather_padded(idx: torch.Tensor, rows: torch.Tensor, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``gather_rows`` for shards of up to ``length`` rows: shorter shards are padded with index
-    -1, which the result leaves out."""
-    pad = length - idx.shape[0]
-    idx = torch.cat((idx, idx.new_full((pad,), -1)))
-    rows = torch.cat((rows, rows.new_zeros((pad, *rows.shape[1:]))))
-    idx, rows = gather_rows(idx, rows)
-    keep = idx >= 0
-    return idx[keep], rows[keep]
-
-
-def store_digest(logits: torch.Tensor) -> torch.Tensor:
-    """The first 8 bytes of the SHA-256 of the store's bytes, as one int64."""
-    data = logits.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-    return torch.tensor([int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)])
-
-
-def check_stores_agree(store: Any) -> None:
-    """Raise if a replicated pseudo-label store differs between processes (collective)."""
-    if not in_group():
-        return
-    digests = concat_all_gather(store_digest(store.logits).to(store.device)).cpu()
-    if not bool((digests == digests[0]).all()):
-        raise RuntimeError(f"r2d2: the pseudo-label store differs between processes (SHA-256 "
-                           f"prefixes {digests.tolist()}); report this as a bug")

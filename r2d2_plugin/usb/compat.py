@@ -48,8 +48,8 @@ from semilearn.algorithms.flexmatch import FlexMatch
 from semilearn.algorithms.freematch import FreeMatch
 from semilearn.core.hooks import ParamUpdateHook, TimerHook
 
-from . import data, nets
-from .errors import ConfigError
+from . import datasets, nets
+from ..errors import ConfigError
 
 _APPLIED = False
 
@@ -176,7 +176,7 @@ def apply() -> None:
             setattr(owner, name, run_inside(cpu_stand_ins, getattr(owner, name)))
     for owner, name in CHECKPOINTING:
         setattr(owner, name, run_inside(crash_safe_checkpoints, getattr(owner, name)))
-    algorithmbase.get_dataset = data.with_offline_datasets(algorithmbase.get_dataset)
+    algorithmbase.get_dataset = datasets.with_offline_datasets(algorithmbase.get_dataset)
     semilearn.nets.digits_cnn = nets.digits_cnn
     semilearn.nets.resnet18 = nets.resnet18
     _APPLIED = True

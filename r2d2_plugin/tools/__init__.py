@@ -1,0 +1,1 @@
+"""Experiment tools: the head-to-head bench, sensitivity sweep, flattening, store scale, config writer."""

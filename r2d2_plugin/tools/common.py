@@ -1,0 +1,59 @@
+"""What the experiment tools share: CSV rows, the COMMAND file, the spawned run pool, and the
+one std convention of every table (sample std, n - 1)."""
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import shlex
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+STD_NOTE = "mean ± sample std (n − 1) over seeds"
+
+
+def read_rows(path: str) -> List[Dict[str, str]]:
+    """The rows of a CSV file written by ``write_rows`` (none if it does not exist)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: str, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_command(out: str, module: str, argv: Sequence[str], name: str = "COMMAND",
+                  prefix: str = "", launcher: str = "python") -> None:
+    """``out/name``: the command line that regenerates ``out``:
+    ``prefix launcher -m module argv`` (``prefix``: environment settings)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name), "w") as f:
+        f.write(f"{prefix}{launcher} -m {module} {shlex.join(argv)}\n")
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; 0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_pm_std(values: Sequence[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def spawned_runs(jobs: int, function: Callable, tasks: Sequence[Tuple]) -> Iterator[Tuple[Tuple, Any]]:
+    """``function(*task)`` for every task, each in a fresh spawned process, ``jobs`` at a time;
+    yields (task, result) as they finish."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures: Dict[Future, Tuple] = {pool.submit(function, *task): task for task in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
