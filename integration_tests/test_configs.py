@@ -1,14 +1,16 @@
-"""Every shipped config parses through the launcher's USB parser and its r2d2 options validate."""
+"""Every shipped config parses through the launcher's USB parser and its r2d2 options validate;
+a key or option that nothing declares is refused with the nearest declared one."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from r2d2_plugin import ConfigError
 from r2d2_plugin.tools import make_configs
 from r2d2_plugin.cli.config import get_config
 from r2d2_plugin.core.loss import reference_lambda
 from r2d2_plugin.core.schedule import StageSchedule
-from conftest import ROOT
+from conftest import DIGITS_CONFIG, ROOT
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
@@ -19,6 +21,9 @@ def test_usb_setting_configs_are_what_the_generator_writes(tmp_path, benchmark, 
     made = {p.name: p.read_text() for p in (tmp_path / benchmark).glob("*.yaml")}
     shipped = {p.name: p.read_text() for p in (ROOT / "configs" / benchmark).glob("*.yaml")}
     assert len(made) == count and made == shipped
+    for text in made.values():
+        keys = [line.split(":")[0] for line in text.splitlines() if line and not line.startswith("#")]
+        assert "clip_grad" in keys and "clip" not in keys
 
 
 def test_usb_cv_keeps_usbs_vit_setting_and_scales_the_reference_lrs():
@@ -80,3 +85,46 @@ def test_imagenet_10pct_config_is_usbs_imagenet_with_resnet18():
     assert sum(p.numel() for p in net.parameters()) == 11_689_512  # torchvision's resnet18 count
     out = net(torch.zeros(2, 3, 64, 64))
     assert out["logits"].shape == (2, 1000) and out["feat"].shape == (2, 512)
+
+
+def with_lines(tmp_path, *lines: str) -> str:
+    """configs/r2d2_digits_40.yaml with ``lines`` appended, written under ``tmp_path``."""
+    path = tmp_path / "config.yaml"
+    path.write_text(open(DIGITS_CONFIG).read() + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_misspelt_key_in_the_yaml_stops_with_the_nearest_option(tmp_path):
+    with pytest.raises(ConfigError, match=r"'r2d2_aplha' in .*config.yaml.*did you mean r2d2_alpha\?"):
+        get_config(["--c", with_lines(tmp_path, "r2d2_aplha: 0.3")])
+
+
+@pytest.mark.parametrize("argv, nearest", [
+    (["--r2d2_aplha", "0.3"], "r2d2_alpha"),
+    (["--r2d2_aplha=0.3"], "r2d2_alpha"),
+    (["--num_train", "300"], "num_train_iter"),  # no abbreviations: a prefix is not an option
+    (["--world-size", "2"], "world_size"),  # USB's train.py spelling; the launcher's is world_size
+])
+def test_a_misspelt_option_on_the_command_line_stops_with_the_nearest_option(argv, nearest):
+    with pytest.raises(ConfigError, match=rf"on the command line.*did you mean {nearest}\?"):
+        get_config(["--c", DIGITS_CONFIG, *argv])
+
+
+def test_an_option_of_another_algorithm_is_refused_on_the_command_line():
+    with pytest.raises(ConfigError, match=r"'r2d2_alpha' on the command line"):
+        get_config(["--c", DIGITS_CONFIG, "--algorithm", "fixmatch", "--r2d2_alpha", "0.3"])
+
+
+def test_a_baseline_reads_an_r2d2_yaml_with_its_own_options():
+    """The bench runs USB's baselines from an r2d2 YAML: the file's r2d2 keys belong to the
+    algorithm it names, and FixMatch's own options take USB's defaults."""
+    args = get_config(["--c", DIGITS_CONFIG, "--algorithm", "fixmatch", "--p_cutoff", "0.9"])
+    assert (args.algorithm, args.p_cutoff, args.T) == ("fixmatch", 0.9, 0.5)
+
+
+def test_usbs_unread_clip_key_is_taken_at_zero_and_refused_otherwise(tmp_path):
+    """USB's own configs all write ``clip: 0.0``, which USB 0.3.2 never reads (it clips with
+    ``clip_grad``)."""
+    assert get_config(["--c", with_lines(tmp_path, "clip: 0.0")]).clip_grad == 0.0
+    with pytest.raises(ConfigError, match="clip_grad: 1.0"):
+        get_config(["--c", with_lines(tmp_path, "clip: 1.0")])

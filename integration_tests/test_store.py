@@ -2,6 +2,8 @@
 low-precision and pinned storage options (and one short training with them)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -23,10 +25,12 @@ def test_descend_is_the_closed_form_step_and_a_repeated_index_takes_its_last_row
     assert torch.equal(store.logits[[0, 2, 3]], before[[0, 2, 3]])
 
 
-def test_accuracy_skips_unknown_labels_and_load_checks_the_shape():
-    store = PseudoLabelStore(3, 2, torch.tensor([1, -1, 0]))
+def test_accuracy_needs_every_label_known_and_load_checks_the_shape():
+    store = PseudoLabelStore(3, 2, torch.tensor([1, 0, 0]))
     store.logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    assert store.accuracy() == 0.5
+    assert store.accuracy() == 2 / 3
+    store.true_labels[1] = -1
+    assert math.isnan(store.accuracy())
     with pytest.raises(ConfigError, match="store has shape"):
         store.load_state_dict({"logits": torch.zeros(4, 2)})
 

@@ -1,9 +1,12 @@
 """USB's argument namespace for the launcher, built the way USB's ``train.py`` builds it
 (base options, then the chosen algorithm's ``get_argument()``, each overridden by the YAML
-config and then by the command line), and checked before anything is built or written."""
+config and then by the command line), and checked before anything is built or written. Unlike
+``train.py``, which takes any YAML key, a key or option that nothing declares stops it
+(``check_file_keys``)."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -16,7 +19,8 @@ from ..algorithms.r2d2 import R2D2, check_loss_options
 from ..algorithms.r2d2_strong import R2D2Strong, check_strong_options
 from ..core.schedule import StageSchedule
 from ..errors import ConfigError
-from ..usb.datasets import OFFLINE_DATASETS, USB_CV_DATASETS, unknown_dataset
+from ..usb.datasets import (OFFLINE_CLASSES, OFFLINE_DATASETS, USB_CV_DATASETS, VAL_SPLIT_DATASETS,
+                            unknown_dataset)
 
 USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k",
                           "aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers",
@@ -70,7 +74,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
 
 
 def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.cli.train",
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.cli.train", allow_abbrev=False,
                                      description="Train a USB algorithm (r2d2 included) from a USB YAML.")
     parser.add_argument("--c", type=str, default="", help="USB-format YAML config")
     for name, kind, default in BASE_OPTIONS + PLUGIN_OPTIONS:
@@ -91,11 +95,52 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise ConfigError(f"unknown algorithm '{algorithm}'",
                           f"set algorithm to one of {', '.join(sorted(ALGORITHMS.keys()))}")
     parser = build_parser(algorithm)
+    check_file_keys(first.c, from_file, parser, from_file.get("algorithm", algorithm))
     parser.set_defaults(**from_file)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise unknown_option(next((t for t in unknown if t.startswith("-")), unknown[0]),
+                             option_names(parser), "on the command line")
     distributed.resolve(args)
     check_config(args)
     return args
+
+
+def option_names(parser: argparse.ArgumentParser) -> List[str]:
+    """The option names ``parser`` declares (without the leading dashes)."""
+    return [s[2:] for action in parser._actions for s in action.option_strings if s.startswith("--")]
+
+
+def unknown_option(token: str, known: Sequence[str], where: str) -> ConfigError:
+    """The error for an option that neither USB, the plugin nor the algorithm declares, naming
+    the nearest declared one."""
+    name = token.lstrip("-").split("=", 1)[0]
+    nearest = difflib.get_close_matches(name, known, n=1)
+    return ConfigError(f"unknown option {name!r} {where} (not an option of USB, of the plugin or "
+                       f"of the algorithm)",
+                       f"did you mean {nearest[0]}? Otherwise remove it" if nearest else "remove it")
+
+
+def check_file_keys(path: str, from_file: Dict[str, Any], parser: argparse.ArgumentParser,
+                    file_algorithm: str) -> None:
+    """Refuse a YAML key that neither USB's base options, the plugin's, the chosen algorithm's
+    nor the file's own algorithm's (when the command line chose another) declare. USB's
+    ``train.py`` sets any key silently, so a typo would train with the default.
+
+    USB's own configs all write ``clip: 0.0``, a key no code of USB 0.3.2 reads (gradient
+    clipping is ``clip_grad``): it is accepted at 0 (no clipping, what it does in USB) and
+    refused at any other value."""
+    known = option_names(parser)
+    if file_algorithm in ALGORITHMS:
+        known += [option.name[2:] for option in ALGORITHMS[file_algorithm].get_argument()]
+    for key, value in from_file.items():
+        if key == "clip" and not value:
+            continue
+        if key == "clip":
+            raise ConfigError(f"clip: {value} in {path}: USB does not read clip",
+                              f"set clip_grad: {value} (USB's gradient-norm clipping) and remove clip")
+        if key not in known:
+            raise unknown_option(key, known, f"in {path}")
 
 
 def check_config(args: argparse.Namespace) -> None:
@@ -103,7 +148,7 @@ def check_config(args: argparse.Namespace) -> None:
     known = (*OFFLINE_DATASETS, *USB_CV_DATASETS, *USB_NLP_AUDIO_DATASETS)
     if args.dataset not in known:
         raise unknown_dataset(args.dataset)
-    expected = USB_CV_DATASETS.get(args.dataset)
+    expected = USB_CV_DATASETS.get(args.dataset, OFFLINE_CLASSES.get(args.dataset))
     if expected is not None and args.num_classes != expected:
         raise ConfigError(f"num_classes={args.num_classes} but dataset '{args.dataset}' has "
                           f"{expected} classes", f"set num_classes: {expected}")
@@ -116,9 +161,11 @@ def check_config(args: argparse.Namespace) -> None:
                               f"does not exist",
                               "point load_path at an existing latest_model.pth, or set "
                               "resume: False to start a new run")
-    if args.eval_split not in EVAL_SPLITS or (args.eval_split != "test" and args.dataset != "digits"):
+    if args.eval_split not in EVAL_SPLITS or (args.eval_split != "test"
+                                              and args.dataset not in VAL_SPLIT_DATASETS):
         raise ConfigError(f"eval_split={args.eval_split!r} is not available for dataset '{args.dataset}'",
-                          "use eval_split: test, or eval_split: val with dataset: digits")
+                          f"use eval_split: test, or eval_split: val with dataset: "
+                          f"{' or '.join(VAL_SPLIT_DATASETS)}")
     if issubclass(ALGORITHMS[args.algorithm], R2D2):
         check_loss_options(args)
         StageSchedule.from_args(args)

@@ -155,15 +155,17 @@ class PseudoLabelStore:
         return total / max(self.num_samples, 1)
 
     def accuracy(self) -> float:
-        """Share of entries whose argmax ỹ is the true label (entries whose true label is
-        unknown, -1, are left out; NaN when none is known)."""
+        """Share of entries whose argmax ỹ is the true label; NaN (absent) unless every true
+        label is known. With a -1 (unknown, as with ``npz`` data) the known ones are at most the
+        labeled samples that USB also puts in the unlabeled set, which say nothing about the
+        pseudo-labels."""
         hits = known = 0
         for rows, labels in self.chunks():
             mask = labels >= 0
             hits += int((rows[mask].argmax(dim=-1) == labels[mask]).sum())
             known += int(mask.sum())
         hits, known = self.reduced(hits, known)
-        return hits / known if known else float("nan")
+        return hits / known if 0 < known == self.num_samples else float("nan")
 
     def nbytes(self) -> int:
         """Bytes of the kept logits."""

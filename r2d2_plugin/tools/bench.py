@@ -148,9 +148,10 @@ def markdown(rows: List[Dict[str, str]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def r2d2_cost(rows: List[Dict[str, str]], out: str) -> str:
+def r2d2_cost(rows: List[Dict[str, str]], out: str, title: str) -> str:
     """Share of R2-D2's training time spent in repredictions and the store's size, read from
-    the runs' checkpoints."""
+    the runs' checkpoints; without them (run folders are not committed), the line that
+    ``out/table.md`` has under ``title``, as it was measured."""
     import torch
 
     shares, sizes = [], set()
@@ -163,11 +164,22 @@ def r2d2_cost(rows: List[Dict[str, str]], out: str) -> str:
         logits = state["store"]["logits"]
         sizes.add((tuple(logits.shape), logits.numel() * logits.element_size()))
     if not shares:
-        return ""
+        return measured_cost_line(out, title)
     (shape, nbytes), = sizes
     return (f"\nR2-D2 cost: repredictions take {np.mean(shares):.1f} % of training time "
             f"(mean over {len(shares)} runs); the store holds {shape[0]} x {shape[1]} fp32 logits, "
             f"{nbytes} bytes ({nbytes / 2**20:.3f} MiB).\n")
+
+
+def measured_cost_line(out: str, title: str) -> str:
+    """The R2-D2 cost line of the section ``title`` of ``out/table.md`` ("" if none)."""
+    path = os.path.join(out, "table.md")
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        sections = f.read().split(f"### {title}\n")
+    lines = sections[1].split("\n### ")[0].splitlines() if len(sections) > 1 else []
+    return next((f"\n{line}\n" for line in lines if line.startswith("R2-D2 cost:")), "")
 
 
 def read_curve(path: str) -> Dict[str, np.ndarray]:
@@ -252,8 +264,8 @@ def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: S
         some = [r for r in rows if int(r["num_labels"]) == num_labels]
         if some:
             where = "the validation split" if args.eval_split == "val" else "the eval set"
-            tables.append(markdown(some, f"{args.dataset}, {num_labels} labels: error % on {where}")
-                          + r2d2_cost(some, args.out))
+            title = f"{args.dataset}, {num_labels} labels: error % on {where}"
+            tables.append(markdown(some, title) + r2d2_cost(some, args.out, title))
     table = "\n".join(tables)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table)

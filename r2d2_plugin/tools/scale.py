@@ -68,23 +68,32 @@ def element_bytes(dtype: str) -> int:
     return torch.empty(0, dtype=STORE_DTYPES[dtype]).element_size()
 
 
-def time_store_ops(dtype: str, place: str, repeats: int, rows: int, classes: int) -> Dict[str, float]:
+def time_store_ops(dtype: str, place: str, repeats: int, rows: int, classes: int,
+                   device: str = "cpu") -> Dict[str, float]:
     """Median milliseconds of ``read`` + ``descend`` and of ``assign`` for one unlabeled batch
-    on a ``rows`` x ``classes`` store, with random indices (each repeat a new batch)."""
+    on a ``rows`` x ``classes`` store computing on ``device``, with random indices (each repeat a
+    new batch, on ``device`` as USB's batches are). On CUDA every time waits for the GPU, and a
+    ``cpu_pinned`` store's host-to-GPU row copies are inside ``read`` and ``descend``."""
     generator = torch.Generator().manual_seed(0)
     store = PseudoLabelStore(rows, classes, torch.zeros(rows, dtype=torch.long), dtype, place)
     store.logits.normal_(generator=generator)
+    store.to(torch.device(device))
+    wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times: Dict[str, List[float]] = {"read": [], "descend": [], "assign": []}
     for _ in range(repeats + 1):
-        idx = torch.randint(rows, (BATCH_ULB,), generator=generator)
-        net_logits = torch.randn(BATCH_ULB, classes, generator=generator)
+        idx = torch.randint(rows, (BATCH_ULB,), generator=generator).to(device)
+        net_logits = torch.randn(BATCH_ULB, classes, generator=generator).to(device)
         probs = torch.softmax(net_logits, dim=-1)
+        wait()
         t0 = time.perf_counter()
         store.read(idx)
+        wait()
         t1 = time.perf_counter()
         store.descend(idx, probs, step=0.78)
+        wait()
         t2 = time.perf_counter()
         store.assign(idx, net_logits)
+        wait()
         t3 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
             times[key].append(dt * 1000.0)
@@ -93,12 +102,12 @@ def time_store_ops(dtype: str, place: str, repeats: int, rows: int, classes: int
     return {key: statistics.median(values[1:]) for key, values in times.items()}
 
 
-def store_rows(repeats: int, rows: int, classes: int) -> List[Dict[str, object]]:
-    """One CSV row per one-process option."""
+def store_rows(repeats: int, rows: int, classes: int, device: str = "cpu") -> List[Dict[str, object]]:
+    """One CSV row per one-process option, timed on ``device``."""
     batch_fp32 = BATCH_ULB * classes * 4
     out: List[Dict[str, object]] = []
     for name, dtype, place in OPTIONS:
-        ms = time_store_ops(dtype, place, repeats, rows, classes)
+        ms = time_store_ops(dtype, place, repeats, rows, classes, device)
         full = rows * classes * element_bytes(dtype)
         out.append({"option": name, "dtype": dtype, "place": place, "ranks": 1,
                     "gpu_bytes_per_rank": full if place == "device" else batch_fp32,

@@ -1,4 +1,5 @@
-"""Offline datasets served through USB's own ``BasicDataset``: ``digits`` and ``npz``.
+"""Offline datasets served through USB's own ``BasicDataset``: ``digits`` and ``npz`` (and
+``fashionmnist``, in ``fashionmnist.py``, built from the helpers here).
 
 ``digits`` is scikit-learn's handwritten digits (1797 images, 8x8, 10 classes), upscaled to
 16x16 RGB so that USB's weak and strong (RandAugment) views apply unchanged. A fixed, class-
@@ -22,7 +23,7 @@ from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
 from ..errors import ConfigError
 
-OFFLINE_DATASETS = ("digits", "npz")
+OFFLINE_DATASETS = ("digits", "fashionmnist", "npz")
 # Image datasets that USB 0.3.2's get_dataset knows, with their class counts.
 USB_CV_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "stl10": 10, "eurosat": 10,
                    "tissuemnist": 8, "semi_aves": 200, "semi_aves_out": 200, "imagenet": 1000,
@@ -30,6 +31,9 @@ USB_CV_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "stl10": 10, "eur
 DIGITS_CLASSES = 10
 DIGITS_SIZE = 16
 DIGITS_EVAL_SEED = 0
+# Built-in datasets with fixed class counts, and those with a validation split (eval_split: val).
+OFFLINE_CLASSES = {"digits": DIGITS_CLASSES, "fashionmnist": 10}
+VAL_SPLIT_DATASETS = ("digits", "fashionmnist")
 
 
 def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
@@ -62,10 +66,14 @@ def make_transforms(size: int, crop_ratio: float, mean: np.ndarray, std: np.ndar
 
 def build_dsets(alg: str, num_classes: int, lb: Tuple[np.ndarray, np.ndarray],
                 ulb: Tuple[np.ndarray, np.ndarray], ev: Tuple[np.ndarray, np.ndarray],
-                crop_ratio: float) -> Dict[str, Optional[BasicDataset]]:
-    """USB's dataset dict from labeled / unlabeled / eval arrays of uint8 RGB images."""
-    train = np.concatenate([lb[0], ulb[0]]).astype(np.float64) / 255.0
-    mean, std = train.mean(axis=(0, 1, 2)), train.std(axis=(0, 1, 2)) + 1e-6
+                crop_ratio: float, stats: Optional[Tuple[np.ndarray, np.ndarray]] = None
+                ) -> Dict[str, Optional[BasicDataset]]:
+    """USB's dataset dict from labeled / unlabeled / eval arrays of uint8 RGB images, normalized
+    by ``stats`` (per-channel mean, std in [0, 1]) or else by the labeled + unlabeled images'."""
+    if stats is None:
+        train = np.concatenate([lb[0], ulb[0]]).astype(np.float64) / 255.0
+        stats = train.mean(axis=(0, 1, 2)), train.std(axis=(0, 1, 2)) + 1e-6
+    mean, std = stats
     weak, strong, plain = make_transforms(lb[0].shape[1], crop_ratio, mean, std)
     return {
         "train_lb": BasicDataset(alg, lb[0], lb[1], num_classes, weak, False, strong, False),
@@ -83,6 +91,19 @@ def split_labeled(images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
     if alg == "fullysupervised":
         lb_idx = train_idx
     return (images[lb_idx], labels[lb_idx]), (images[ulb_idx], labels[ulb_idx])
+
+
+def pick_labeled(name: str, labels: np.ndarray, train_idx: np.ndarray, num_labels: int,
+                 num_classes: int, seed: int) -> np.ndarray:
+    """``num_labels`` indices of ``train_idx``, as many of every class, drawn with ``seed``."""
+    most = int(np.bincount(labels[train_idx], minlength=num_classes).min())
+    if num_labels % num_classes or not 0 < num_labels // num_classes <= most:
+        raise ConfigError(f"num_labels={num_labels} cannot be split evenly over the {num_classes} "
+                          f"classes of '{name}' with at most {most} training images each",
+                          f"use a multiple of {num_classes} between {num_classes} and {most * num_classes}")
+    rest = np.full(len(labels), -1)
+    rest[train_idx] = labels[train_idx]
+    return per_class_pick(rest, {c: num_labels // num_classes for c in range(num_classes)}, seed)
 
 
 def check_num_classes(name: str, num_classes: int, found: int) -> None:
@@ -104,14 +125,7 @@ def get_digits(args: Any, alg: str, num_labels: int, num_classes: int,
         eval_idx = per_class_pick(pool, {c: n // 5 for c, n in enumerate(np.bincount(labels[train_idx]))},
                                   DIGITS_EVAL_SEED)
         train_idx = np.setdiff1d(train_idx, eval_idx)
-    most = int(np.bincount(labels[train_idx]).min())
-    if num_labels % num_classes or not 0 < num_labels // num_classes <= most:
-        raise ConfigError(f"num_labels={num_labels} cannot be split evenly over {num_classes} "
-                          f"digit classes with at most {most} training images each",
-                          f"use a multiple of {num_classes} between {num_classes} and {most * num_classes}")
-    rest = np.full(len(labels), -1)
-    rest[train_idx] = labels[train_idx]
-    lb_idx = per_class_pick(rest, {c: num_labels // num_classes for c in range(num_classes)}, args.seed)
+    lb_idx = pick_labeled("digits", labels, train_idx, num_labels, num_classes, args.seed)
     lb, ulb = split_labeled(images, labels, train_idx, lb_idx, alg, include_lb_to_ulb)
     return build_dsets(alg, num_classes, lb, ulb, (images[eval_idx], labels[eval_idx]), args.crop_ratio)
 
@@ -164,13 +178,16 @@ def unknown_dataset(name: str) -> ConfigError:
 
 
 def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
-    """Wrap USB's ``get_dataset`` so it also serves ``digits`` and ``npz``, and refuses a name it
-    does not know (USB returns None) with a ``ConfigError``."""
+    """Wrap USB's ``get_dataset`` so it also serves ``digits``, ``fashionmnist`` and ``npz``, and
+    refuses a name it does not know (USB returns None) with a ``ConfigError``."""
+    from .fashionmnist import get_fashionmnist
 
     def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data",
                     include_lb_to_ulb=True):
         if dataset == "digits":
             return get_digits(args, algorithm, num_labels, num_classes, include_lb_to_ulb)
+        if dataset == "fashionmnist":
+            return get_fashionmnist(args, algorithm, num_labels, num_classes, include_lb_to_ulb, data_dir)
         if dataset == "npz":
             return get_npz(args, algorithm, num_classes, include_lb_to_ulb, data_dir)
         dataset_dict = usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
