@@ -61,7 +61,7 @@ def test_dry_run_on_the_cpu_writes_every_part(tmp_path):
     budget = 10
     command = [sys.executable, "-m", "r2d2_plugin.tools.gpu_check", "--allow_cpu", "--out", str(out),
                "--data_dir", data, "--budget", str(budget), "--algorithms", "r2d2", "fixmatch",
-               "--amp", "off", "--store_rows", "1000", "--store_repeats", "2",
+               "--amp", "off", "--store_rows", "1000", "--store_repeats", "2", "--deadline", "3600",
                "--tests", "integration_tests/test_cuda.py::test_a_checkpoint_store_of_another_shape_is_refused",
                # launcher options of every run: a small batch for the CPU, 2 labels per class
                "--num_labels", "20", "--batch_size", "4", "--uratio", "1", "--eval_batch_size", "32",

@@ -3,25 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from semilearn.core.hooks import Hook
 
 from r2d2_plugin import d2_loss
-from conftest import build_alg, short_argv
-
-
-def unlabeled_logits(alg, model=None) -> torch.Tensor:
-    """The logits of ``model`` (default: the network) on the unlabeled set (eval mode, eval
-    transform), computed here independently of RepredictHook."""
-    model = alg.model if model is None else model
-    ulb, transform = alg.dataset_dict["train_ulb"], alg.dataset_dict["eval"].transform
-    x = torch.stack([transform(Image.fromarray(img)) for img in ulb.data])
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)["logits"]
-    model.train(was_training)
-    return logits
+from r2d2_plugin.cli.config import get_config
+from conftest import (DIGITS_CONFIG, MAIN_JOB, MAIN_JOB_R2D2, build_alg, short_argv, supervised_control,
+                      unlabeled_logits)
 
 
 class Recorder(Hook):
@@ -92,19 +79,28 @@ def test_all_four_stages_through_usb_train(tmp_path):
     assert checkpoint["r2d2"]["repredictions"] == 6 and checkpoint["r2d2"]["stage"] == 4
 
 
-def test_r2d2_learns_digits_with_40_labels(tmp_path):
-    """300 iterations (warm-up 120, D2 60, R2 100, fine-tune 20) take the network and the
-    pseudo-labels far above chance (10 %)."""
-    alg, messages = build_alg(short_argv(
-        tmp_path, "--num_train_iter", "300", "--epoch", "10", "--num_eval_iter", "50",
-        "--r2d2_warmup_iter", "120", "--r2d2_d2_iter", "60", "--r2d2_r2_iter", "100",
-        "--r2d2_repredict_period", "25", "--r2d2_finetune_iter", "20", "--ema_m", "0.9",
-        "--batch_size", "16", "--uratio", "3", "--r2d2_lambda", "500"))
+# MEASURED
+SEED = "SEED"
+MARGIN = 0.0
+PSEUDO_LABEL_MARGIN = 0.0
+
+
+def test_main_job_beats_supervised_training(tmp_path):
+    """The main job (configs/r2d2_digits_40.yaml) through USB's trainer: its final top-1 and its
+    pseudo-labels beat USB's supervised-only training (the control: same config, data, net, seed,
+    batch, budget and thread count) by the margins above."""
+    argv = short_argv(tmp_path, *MAIN_JOB, *MAIN_JOB_R2D2, "--seed", SEED)
+    config = vars(get_config(["--c", DIGITS_CONFIG, "--seed", SEED]))
+    assert {k: v for k, v in vars(get_config(argv)).items() if k not in ("save_dir", "save_name")} \
+        == {k: v for k, v in config.items() if k not in ("save_dir", "save_name")}
+    alg, messages = build_alg(argv)
     alg.train()
-    assert alg.log_dict["eval/top-1-acc"] > 0.6
-    assert alg.log_dict["r2d2/pseudo_label_acc"] > 0.6
-    first = next(m for m in messages if m.startswith("r2d2: reprediction 1 "))
-    assert "iteration 120" in first
+    assert alg.it == 1900 and alg.repredictions == 6
+    assert any(m.startswith("r2d2: reprediction 1 ") and "iteration 600" in m for m in messages)
+    control = supervised_control(tmp_path, *MAIN_JOB, "--seed", SEED)
+    top1, pseudo_label_acc = alg.log_dict["eval/top-1-acc"], alg.log_dict["r2d2/pseudo_label_acc"]
+    assert top1 - control.final > MARGIN, (top1, control)
+    assert pseudo_label_acc - control.unlabeled > PSEUDO_LABEL_MARGIN, (pseudo_label_acc, control)
 
 
 def test_one_store_update_is_lambda_times_autograd_gradient(tmp_path):

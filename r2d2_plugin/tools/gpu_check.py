@@ -3,7 +3,8 @@
     bash scripts/gpu_check.sh                     # installs the carried wheels, then runs this
     python -m r2d2_plugin.tools.gpu_check --out results/gpu
 
-Parts, each recorded in ``checks.csv`` as pass or fail (a failing part does not stop the next):
+Parts, each recorded in ``checks.csv`` as pass or fail (a failing part does not stop the next;
+none, and no training run, starts past ``--deadline`` seconds: those are recorded as skipped):
 
 1. ``tests``: pytest on ``--tests`` (``integration_tests/test_cuda.py``, device-parametrized, and
    ``test_compat.py``); on a CUDA machine the launcher's tests train on the GPU -> ``tests.csv``.
@@ -32,11 +33,13 @@ import gzip
 import os
 import platform
 import re
+import shlex
 import statistics
 import struct
 import subprocess
 import sys
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
@@ -77,6 +80,12 @@ class PartFailed(RuntimeError):
     def __init__(self, message: str, rows: List[Dict[str, Any]]):
         super().__init__(message)
         self.rows = rows
+
+
+def print_tail(path: str, lines: int = 60) -> None:
+    """The end of a failed part's log on stdout (on a lent machine, often all that comes back)."""
+    with open(path, errors="replace") as f:
+        print("".join(f.readlines()[-lines:]), flush=True)
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -149,7 +158,8 @@ def train_row(row: Dict[str, Any], run_dir: str, amp: bool) -> Dict[str, Any]:
     state = torch.load(os.path.join(run_dir, "latest_model.pth"), map_location="cpu", weights_only=False)
     r2d2 = state.get("r2d2", {})
     count = r2d2.get("repredictions", 0)
-    return {"algorithm": row["algorithm"], "amp": "on" if amp else "off", "iterations": steps[-1]["iteration"],
+    return {"algorithm": row["algorithm"], "amp": "on" if amp else "off",
+            "iterations": steps[-1]["iteration"],
             "step_ms": round(1000 * statistics.median(s["train/run_time"] for s in steady), 2),
             "data_wait_ms": round(1000 * statistics.median(s["train/prefetch_time"] for s in steady), 2),
             "step_vs_fixmatch": "", "steps_timed": len(steady),
@@ -159,31 +169,37 @@ def train_row(row: Dict[str, Any], run_dir: str, amp: bool) -> Dict[str, Any]:
             "final_top1": row["final_top1"], "best_top1": row["best_top1"]}
 
 
-def train_part(args: argparse.Namespace, extra: Sequence[str]) -> List[Dict[str, Any]]:
+def train_part(args: argparse.Namespace, extra: Sequence[str], past_deadline: Callable[[], bool]
+               ) -> List[Dict[str, Any]]:
     """Every algorithm, AMP off and on, one fresh process each (one at a time: step times are
-    not shared with another run)."""
-    if fashionmnist.find_files(args.data_dir, args.data_dir) is None:
-        raise RuntimeError(f"no Fashion-MNIST IDX files in {args.data_dir}: run "
-                           "scripts/fetch_gpu_wheels.sh where PyPI is reachable, and carry gpu_wheels/")
+    not shared with another run); none starts ``past_deadline()``."""
+    if fashionmnist.find_files(args.data_dir) is None:
+        raise RuntimeError(f"no Fashion-MNIST IDX files in {args.data_dir} or {fashionmnist.SYSTEM_DIR}: "
+                           "run scripts/fetch_gpu_wheels.sh where PyPI is reachable and bring "
+                           "gpu_wheels/ along")
     rows, failed = [], []
     threads = max(1, (os.cpu_count() or 2) // 2)
     for amp in args.amp:
         out = os.path.join(args.out, "runs", f"amp_{amp}")
         options = train_options(args.budget, args.data_dir, ["--amp", str(amp == "on"), *extra])
         for algorithm in args.algorithms:
+            if past_deadline():
+                failed.append(f"{algorithm} AMP {amp}: not started, past the {args.deadline:.0f} s deadline")
+                continue
             task = (TRAIN_CONFIG, algorithm, NUM_LABELS, 0, out, options, threads)
+            run_dir = os.path.join(out, "runs", run_name(algorithm, NUM_LABELS, 0))
             try:
                 ((_, result),) = spawned_runs(1, one_run, [task])
+                rows.append(train_row(result, run_dir, amp == "on"))
             except Exception as err:  # noqa: BLE001 (recorded; the other runs go on)
-                failed.append(f"{algorithm} AMP {amp}: {err}")
+                traceback.print_exc()
+                failed.append(f"{algorithm} AMP {amp}: {type(err).__name__}: {err}")
                 continue
-            run_dir = os.path.join(out, "runs", run_name(algorithm, NUM_LABELS, 0))
-            rows.append(train_row(result, run_dir, amp == "on"))
             print(f"gpu_check train: {rows[-1]}", flush=True)
-    for row in rows:
-        ref = [r["step_ms"] for r in rows if r["algorithm"] == "fixmatch" and r["amp"] == row["amp"]]
-        row["step_vs_fixmatch"] = round(row["step_ms"] / ref[0], 2) if ref and ref[0] else ""
-    write_rows(os.path.join(args.out, "train.csv"), TRAIN_FIELDS, rows)
+            for row in rows:
+                ref = [r["step_ms"] for r in rows if r["algorithm"] == "fixmatch" and r["amp"] == row["amp"]]
+                row["step_vs_fixmatch"] = round(row["step_ms"] / ref[0], 2) if ref and ref[0] else ""
+            write_rows(os.path.join(args.out, "train.csv"), TRAIN_FIELDS, rows)
     if failed:
         raise PartFailed("; ".join(failed), rows)
     return rows
@@ -205,6 +221,7 @@ def tests_part(args: argparse.Namespace) -> List[Dict[str, Any]]:
     write_rows(os.path.join(args.out, "tests.csv"), TEST_FIELDS, rows)
     failed = [r["test"] for r in rows if r["outcome"] == "failed"]
     if failed or not rows:
+        print_tail(os.path.join(args.out, "runs", "tests.log"), 120)
         raise PartFailed(f"failed: {', '.join(failed) or 'no test ran'} (runs/tests.log)", rows)
     return rows
 
@@ -225,11 +242,13 @@ def torchrun_part(args: argparse.Namespace, extra: Sequence[str]) -> str:
     top1 = re.search(r"final top-1 ([0-9.]+)", done.stdout)
     placed = re.search(r"r2d2 on fashionmnist \((\w+)(?:, (\d+) processes)?\)", done.stdout)
     if done.returncode != 0 or top1 is None or placed is None:
+        print_tail(os.path.join(out, "torchrun.log"))
         raise RuntimeError(f"torchrun exited {done.returncode} (runs/torchrun/torchrun.log): "
-                           f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+                           + " ".join((done.stderr or done.stdout).strip().splitlines()[-1:]))
     group = (f"{placed.group(2)} processes, one process group" if placed.group(2)
              else "1 process, undistributed (the launcher forms no process group for one process)")
-    return f"{processes} process(es) on {placed.group(1)}: {group}; {budget} iterations, final top-1 {top1.group(1)}"
+    return (f"{processes} process(es) on {placed.group(1)}: {group}; {budget} iterations, "
+            f"final top-1 {top1.group(1)}")
 
 
 def store_part(args: argparse.Namespace, device: str, name: str) -> List[Dict[str, Any]]:
@@ -260,15 +279,15 @@ def machine(device: str) -> str:
     if device != "cuda":
         return (f"the CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
                 f"torch {torch.__version__}. NOT A GPU MEASUREMENT: a `--allow_cpu` dry run of the "
-                "check's own code; its times and ratios say nothing about CUDA.")
+                "check's own code; its times and ratios say nothing about CUDA")
     props = torch.cuda.get_device_properties(0)
     return (f"{torch.cuda.device_count()} x {props.name} ({props.total_memory / 2**30:.0f} GiB), "
             f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
             f"Python {platform.python_version()}, {os.cpu_count()} CPU cores")
 
 
-def write_report(args: argparse.Namespace, device: str, name: str, checks: List[Dict[str, Any]],
-                 tables: Dict[str, List[Dict[str, Any]]]) -> None:
+def write_report(args: argparse.Namespace, extra: Sequence[str], device: str, name: str,
+                 checks: List[Dict[str, Any]], tables: Dict[str, List[Dict[str, Any]]]) -> None:
     parts = [f"# GPU check ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {machine(device)}. Made by the command in `COMMAND` (`bash scripts/gpu_check.sh` "
              "installs the carried wheels first; docs/gpu.md). One run of each, seed 0: no std.", "",
@@ -289,8 +308,9 @@ def write_report(args: argparse.Namespace, device: str, name: str, checks: List[
                   "CUDA events) over `steps_timed` logged iterations (R2-D2: its D2 and R2 stages); "
                   "data wait ms: median `train/prefetch_time`; wall s / iteration: the whole run "
                   "(start, data, evaluations) over its iterations; repredict s: seconds per "
-                  "reprediction of the whole unlabeled set; GPU peak: `torch.cuda.max_memory_allocated`.",
-                  "", markdown_table(tables["train"], TRAIN_FIELDS)]
+                  "reprediction of the whole unlabeled set; GPU peak: `torch.cuda.max_memory_allocated`."
+                  + (f" Launcher options given to every run on the command line: `{shlex.join(extra)}`."
+                     if extra else ""), "", markdown_table(tables["train"], TRAIN_FIELDS)]
     if tables.get("store"):
         parts.append("#" + scale.store_table(tables["store"], torch.get_num_threads(), args.store_repeats,
                                              args.store_rows, scale.IMAGENET_CLASSES, store_intro(args, name)))
@@ -310,11 +330,13 @@ def summary(checks: List[Dict[str, Any]], tables: Dict[str, List[Dict[str, Any]]
             bits.append(f"tests {sum(r['outcome'] == 'passed' for r in rows)} passed, "
                         f"{sum(r['outcome'] == 'skipped' for r in rows)} skipped")
         elif check["part"] == "train":
-            ratios = [f"AMP {r['amp']} {r['step_vs_fixmatch']}" for r in tables["train"] if r["algorithm"] == "r2d2"]
+            ratios = [f"AMP {r['amp']} {r['step_vs_fixmatch']}" for r in tables["train"]
+                      if r["algorithm"] == "r2d2"]
             bits.append(f"train {len(tables['train'])} runs, r2d2/fixmatch step {', '.join(ratios)}")
         else:
             pinned = [r["step_ms"] for r in tables["store"] if r["option"] == "fp32 pinned CPU"]
-            bits.append(f"store {len(tables['store'])} options (fp32 pinned {pinned[0] if pinned else '?'} ms/step)")
+            bits.append(f"store {len(tables['store'])} options "
+                        f"(fp32 pinned {pinned[0] if pinned else '?'} ms/step)")
     return f"gpu_check: {'PASS' if ok else 'FAIL'} on {name} in {seconds:.0f} s; " + "; ".join(bits)
 
 
@@ -328,6 +350,7 @@ def run_part(part: str, work: Callable[[], Any], checks: List[Dict[str, Any]]) -
     except PartFailed as err:
         result, status, detail = err.rows, "fail", str(err)
     except Exception as err:  # noqa: BLE001 (recorded; the next part runs)
+        traceback.print_exc()
         result, status, detail = None, "fail", f"{type(err).__name__}: {err}"
     checks.append({"part": part, "status": status, "seconds": round(time.perf_counter() - start, 1),
                    "detail": detail.replace("\n", " ").replace("|", "/")})
@@ -349,6 +372,8 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--torchrun_timeout", type=int, default=240)
     parser.add_argument("--store_rows", type=int, default=scale.IMAGENET_ROWS)
     parser.add_argument("--store_repeats", type=int, default=50)
+    parser.add_argument("--deadline", type=float, default=420,
+                        help="seconds after the start past which no part or training run starts")
     parser.add_argument("--write_data", metavar="DIR", help="write the Fashion-MNIST subset to DIR and stop")
     # Tests only: run the check's own code on the CPU. Its numbers are not GPU measurements.
     parser.add_argument("--allow_cpu", action="store_true", help=argparse.SUPPRESS)
@@ -367,14 +392,22 @@ def main(argv: Sequence[str] = None) -> None:
     write_command(args.out, "r2d2_plugin.tools.gpu_check", argv)
     checks: List[Dict[str, Any]] = []
     tables: Dict[str, List[Dict[str, Any]]] = {}
-    work = {"tests": lambda: tests_part(args), "train": lambda: train_part(args, extra),
+
+    def past_deadline() -> bool:
+        return time.perf_counter() - start > args.deadline
+
+    work = {"tests": lambda: tests_part(args), "train": lambda: train_part(args, extra, past_deadline),
             "torchrun": lambda: torchrun_part(args, extra), "store": lambda: store_part(args, device, name)}
     for part in args.parts:
-        result = run_part(part, work[part], checks)
-        if isinstance(result, list):
-            tables[part] = result
+        if past_deadline():
+            checks.append({"part": part, "status": "skipped", "seconds": 0,
+                           "detail": f"not started, past the {args.deadline:.0f} s deadline"})
+        else:
+            result = run_part(part, work[part], checks)
+            if isinstance(result, list):
+                tables[part] = result
         write_rows(os.path.join(args.out, "checks.csv"), CHECK_FIELDS, checks)
-        write_report(args, device, name, checks, tables)
+        write_report(args, extra, device, name, checks, tables)
     line = summary(checks, tables, name, time.perf_counter() - start)
     print(line, flush=True)
     if not line.startswith("gpu_check: PASS"):
