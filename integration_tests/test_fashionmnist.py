@@ -4,7 +4,6 @@ reprediction from in-memory images against the per-image PIL path, and where the
 accuracy is reported."""
 from __future__ import annotations
 
-import copy
 import gzip
 import math
 import struct
@@ -15,13 +14,12 @@ from typing import Dict, Tuple
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
 from r2d2_plugin import ConfigError
 from r2d2_plugin.usb import fashionmnist
-from conftest import R2D2_SHORT, ROOT, SHORT, build_alg, short_argv
+from conftest import R2D2_SHORT, ROOT, SHORT, build_alg, short_argv, unlabeled_logits
 
 CONFIG = str(ROOT / "configs" / "r2d2_fashionmnist_40.yaml")
 # Fixture: per class, training and test images (the training count divisible by 6: the val sixth).
@@ -208,20 +206,6 @@ def test_fixmatch_trains_on_fashionmnist_with_strong_views(tmp_path):
     assert math.isfinite(alg.log_dict["train/unsup_loss"])
 
 
-def per_image_logits(alg) -> torch.Tensor:
-    """The network's logits on the unlabeled set the way the hook computed them before its array
-    path: a DataLoader over the unlabeled dataset with the eval transform, image by image."""
-    dset = copy.copy(alg.dataset_dict["train_ulb"])
-    dset.transform, dset.is_ulb = alg.dataset_dict["eval"].transform, False
-    logits = torch.zeros(len(dset), alg.num_classes)
-    alg.model.eval()
-    with torch.no_grad():
-        for batch in DataLoader(dset, batch_size=alg.args.eval_batch_size, shuffle=False):
-            logits[batch["idx_lb"]] = alg.model(batch["x_lb"])["logits"]
-    alg.model.train()
-    return logits
-
-
 @pytest.mark.parametrize("case", ["array", "array after a same-size Resize", "per image (Resize to 24)"])
 def test_repredicting_from_the_array_equals_the_per_image_path(tmp_path, case):
     write_fixture(tmp_path / "data", gz=True)
@@ -235,7 +219,7 @@ def test_repredicting_from_the_array_equals_the_per_image_path(tmp_path, case):
     hook = alg.hooks_dict["RepredictHook"]
     hook.repredict(alg)
     assert (hook.view is None) == ("per image" in case)
-    expected = per_image_logits(alg)
+    expected = unlabeled_logits(alg)  # the per-image PIL path
     assert expected.abs().max() > 0.1
     torch.testing.assert_close(alg.store.logits, expected, atol=1e-5, rtol=1e-5)
 
