@@ -22,8 +22,12 @@ from r2d2_plugin.cli.config import get_config
 from conftest import DIGITS_CONFIG, MAIN_JOB, MAIN_JOB_R2D2, ROOT, short_argv, supervised_control
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-# MEASURED
-SEED = "SEED"
+# The main job (seed 0) on 2 processes against the 1-process supervised control. One process
+# beats the control by 4.0-5.2 points of top-1 (test_r2d2_training.py); 2 processes differed from
+# 1 process by at most 3.4 points at a shorter budget (results/ddp_digits, seeds 0-2). The
+# 2-process run at this budget was not measured over seeds, so only "beats supervised training"
+# is asserted; the exact checks are the identical store and model on both processes.
+SEED = "0"
 DDP_MARGIN = 0.0
 DDP_PSEUDO_LABEL_MARGIN = 0.0
 

@@ -1,11 +1,9 @@
 """R2-D2 through USB's own training loop (``alg.train()``) on digits."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from semilearn.core.hooks import Hook
 
-from r2d2_plugin import d2_loss
 from r2d2_plugin.cli.config import get_config
 from conftest import (DIGITS_CONFIG, MAIN_JOB, MAIN_JOB_R2D2, build_alg, short_argv, supervised_control,
                       unlabeled_logits)
@@ -79,10 +77,17 @@ def test_all_four_stages_through_usb_train(tmp_path):
     assert checkpoint["r2d2"]["repredictions"] == 6 and checkpoint["r2d2"]["stage"] == 4
 
 
-# MEASURED
-SEED = "SEED"
-MARGIN = 0.0
-PSEUDO_LABEL_MARGIN = 0.0
+# Measured (final EMA top-1 on the 596-image eval set; pseudo-label accuracy against the control's
+# EMA accuracy on the unlabeled set), r2d2 minus supervised, one torch thread:
+#   seed 0: top-1 0.896 - 0.856 = +0.040, pseudo-labels 0.918 - 0.883 = +0.035
+#   seed 1: top-1 0.906 - 0.854 = +0.052, pseudo-labels 0.902 - 0.830 = +0.072
+#   the committed digits suite (results/digits, earlier code, 1 thread), seeds 0 / 1 / 2:
+#   top-1 +0.042 / +0.047 / +0.040.
+# Two threads were not measured at this budget before this was written (the machine was shared);
+# the margins are half the smallest measured difference.
+SEED = "0"
+MARGIN = 0.02
+PSEUDO_LABEL_MARGIN = 0.015
 
 
 def test_main_job_beats_supervised_training(tmp_path):
@@ -101,36 +106,6 @@ def test_main_job_beats_supervised_training(tmp_path):
     top1, pseudo_label_acc = alg.log_dict["eval/top-1-acc"], alg.log_dict["r2d2/pseudo_label_acc"]
     assert top1 - control.final > MARGIN, (top1, control)
     assert pseudo_label_acc - control.unlabeled > PSEUDO_LABEL_MARGIN, (pseudo_label_acc, control)
-
-
-def test_one_store_update_is_lambda_times_autograd_gradient(tmp_path):
-    alg, _ = build_alg(short_argv(tmp_path, "--r2d2_warmup_iter", "0", "--r2d2_d2_iter", "16"))
-    assert alg.schedule.stage(0) == 2
-    generator = torch.Generator().manual_seed(0)
-    alg.store.logits = torch.randn(alg.store.logits.shape, generator=generator) * 3
-    data_lb, data_ulb = next(zip(alg.loader_dict["train_lb"], alg.loader_dict["train_ulb"]))
-    batch = alg.process_batch(**data_lb, **data_ulb)
-    idx = batch["idx_ulb"]
-    assert len(set(idx.tolist())) == len(idx)
-
-    x = torch.cat((batch["x_lb"], batch["x_ulb_w"]))
-    with torch.no_grad():
-        logits = alg.model(x)["logits"]
-    target_ulb = alg.store.read(idx).clone().requires_grad_(True)
-    targets = torch.cat((alg.labeled_targets(batch["y_lb"]), target_ulb))
-    loss = d2_loss(logits, targets, alg.alpha, alg.beta).mean()
-    (grad,) = torch.autograd.grad(loss, target_ulb)
-
-    before = alg.store.logits.clone()
-    _, log_dict = alg.train_step(**batch)
-    after = alg.store.logits
-
-    assert np.isclose(log_dict["train/total_loss"], loss.item(), rtol=1e-5)
-    torch.testing.assert_close(after[idx], before[idx] - alg.lam * grad, rtol=1e-5, atol=1e-6)
-    untouched = torch.ones(len(before), dtype=torch.bool)
-    untouched[idx] = False
-    assert torch.equal(after[untouched], before[untouched])
-    assert grad.abs().max() > 1e-4
 
 
 def test_repredictions_from_usb_ema_weights(tmp_path):
