@@ -57,9 +57,9 @@ BASE_OPTIONS: List[tuple] = [
     ("dist_backend", str, "nccl"), ("seed", int, 1), ("gpu", none_or(int), None),
     ("multiprocessing_distributed", str2bool, False),
 ]
-# The plugin's own base option: where ``digits`` evaluates. "test": the fixed eval third;
-# "val": a class-stratified fifth of the training pool, held out from training, for choosing
-# settings without looking at the test third.
+# The plugin's own base option: where ``digits`` and ``fashionmnist`` evaluate. "test": their
+# fixed eval / test set; "val": a fixed class-stratified part of the training pool, held out from
+# training, for choosing settings without looking at the test set.
 EVAL_SPLITS = ("test", "val")
 PLUGIN_OPTIONS: List[tuple] = [("eval_split", str, "test")]
 
