@@ -23,13 +23,16 @@ from conftest import DIGITS_CONFIG, MAIN_JOB, MAIN_JOB_R2D2, ROOT, short_argv, s
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 # The main job (seed 0) on 2 processes against the 1-process supervised control. One process
-# beats the control by 4.0-5.2 points of top-1 (test_r2d2_training.py); 2 processes differed from
-# 1 process by at most 3.4 points at a shorter budget (results/ddp_digits, seeds 0-2). The
-# 2-process run at this budget was not measured over seeds, so only "beats supervised training"
-# is asserted; the exact checks are the identical store and model on both processes.
+# beats the control by 4.0-5.2 points of top-1 and 3.5-7.2 of pseudo-label accuracy
+# (test_r2d2_training.py). Measured here, seed 0 (one run, 146 s on an idle machine): 2 processes
+# end at top-1 0.926, pseudo-labels 0.931, against the control's 0.856 / 0.883 (1 thread) and
+# 0.861 / 0.884 (2 threads): +0.065 / +0.047 at least. With the unlabeled term cut, one process
+# ends at the control (test_r2d2_training.py), so a margin of 0 would let such a run pass by
+# chance; the margins are the 1-process test's (half its smallest measured difference). Seeds 1-4
+# of the 2-process run were not measured (the machine was shared).
 SEED = "0"
-DDP_MARGIN = 0.0
-DDP_PSEUDO_LABEL_MARGIN = 0.0
+DDP_MARGIN = 0.02
+DDP_PSEUDO_LABEL_MARGIN = 0.015
 
 
 def torchrun(nproc: int, out: Path, argv: List[str], cwd: Path) -> List[Dict]:
