@@ -1,6 +1,8 @@
 """Bad input gets a ConfigError naming the problem and the fix; a finished run's files stay."""
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 from semilearn.core.hooks import Hook
@@ -82,3 +84,9 @@ def test_nan_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
     assert torch.isfinite(checkpoint["r2d2"]["store"]["logits"]).all()
     assert torch.isfinite(alg.store.logits).all()
+
+
+def test_config_error_survives_pickling():
+    """A ConfigError raised in a spawned bench run reaches the parent whole."""
+    error = pickle.loads(pickle.dumps(ConfigError("the problem", "the fix")))
+    assert (type(error), str(error), error.fix) == (ConfigError, "the problem. Fix: the fix.", "the fix")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
+
 import pytest
 
 from r2d2_plugin import ConfigError
@@ -43,3 +45,22 @@ def test_an_algorithm_config_must_share_data_net_batches_and_budget(tmp_path):
     with pytest.raises(ConfigError, match="differs from the suite's .* in batch_size"):
         bench.main(["--c", DIGITS_CONFIG, "--algorithms", "r2d2", "r2d2_strong",
                     "--algorithm_config", f"r2d2_strong={other}", "--out", str(tmp_path / "x")])
+
+
+
+def test_a_config_per_label_count(tmp_path):
+    """``{num_labels}`` in a config path: each label count's runs read their own file (here two
+    files that differ only in how often USB evaluates)."""
+    for n, every in ((40, 20), (100, 10)):
+        (tmp_path / f"digits_{n}.yaml").write_text(
+            open(DIGITS_CONFIG).read().replace("num_eval_iter: 100", f"num_eval_iter: {every}"))
+    out = tmp_path / "suite"
+    argv = ["--c", str(tmp_path / "digits_{num_labels}.yaml"), "--algorithms", "supervised", "--seeds", "0",
+            "--out", str(out), "--num_train_iter", "40", "--epoch", "4", "--batch_size", "8", "--uratio", "2"]
+    with pytest.raises(ConfigError, match="give --num_labels"):
+        bench.main(argv)
+    bench.main([*argv, "--num_labels", "40", "100"])
+    for n, every in ((40, 20), (100, 10)):
+        curve = bench.read_curve(str(out / "curves" / f"supervised_{n}_seed0.csv"))
+        evaluated = curve["iteration"][~np.isnan(curve["eval/top-1-acc"])]
+        assert list(evaluated) == list(range(every, 41, every)), (n, evaluated)

@@ -22,14 +22,12 @@ from r2d2_plugin.cli.config import get_config
 from conftest import DIGITS_CONFIG, MAIN_JOB, MAIN_JOB_R2D2, ROOT, short_argv, supervised_control
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-# The main job (seed 0) on 2 processes against the 1-process supervised control. One process
-# beats the control by 4.0-5.2 points of top-1 and 3.5-7.2 of pseudo-label accuracy
-# (test_r2d2_training.py). Measured here, seed 0 (one run, 146 s on an idle machine): 2 processes
-# end at top-1 0.926, pseudo-labels 0.931, against the control's 0.856 / 0.883 (1 thread) and
-# 0.861 / 0.884 (2 threads): +0.065 / +0.047 at least. With the unlabeled term cut, one process
-# ends at the control (test_r2d2_training.py), so a margin of 0 would let such a run pass by
-# chance; the margins are the 1-process test's (half its smallest measured difference). Seeds 1-4
-# of the 2-process run were not measured (the machine was shared).
+# The main job (seed 0) on 2 processes (one torch thread each) against the 1-process supervised
+# control. Measured by `python integration_tests/measure_margins.py ddp SEED 2` (results/test_margins/),
+# seeds 0-4, minus the control at 2 threads: top-1 +0.065 / +0.072 / +0.040 / +0.096 / +0.070,
+# pseudo-labels +0.047 / +0.077 / +0.069 / +0.065 / +0.067. With the unlabeled term cut, one
+# process ends at the control (test_r2d2_training.py), so a margin of 0 would let such a run pass
+# by chance; the margins are at most half the smallest measured difference (+0.040 / +0.047).
 SEED = "0"
 DDP_MARGIN = 0.02
 DDP_PSEUDO_LABEL_MARGIN = 0.015

@@ -8,3 +8,7 @@ class ConfigError(ValueError):
         super().__init__(f"{problem}. Fix: {fix}.")
         self.problem = problem
         self.fix = fix
+
+    def __reduce__(self):
+        """Picklable (it crosses process boundaries: spawned bench runs, torchrun workers)."""
+        return type(self), (self.problem, self.fix)

@@ -10,7 +10,8 @@ run). Each run is a fresh spawned process; ``--jobs`` of them run side by side. 
 ``runs.csv`` (one row per run), ``table.md`` (mean ± std error % per label count, cost of
 R2-D2), ``curves/<algorithm>_<num_labels>_seed<seed>.csv``, ``top1_vs_iteration.png``,
 ``r2d2_pseudo_labels.png`` (when r2d2 ran), ``COMMAND``; run folders and console logs under
-``runs/`` (not committed).
+``runs/`` (not committed). A config path may hold ``{num_labels}`` (USB's one config per dataset
+and label count): each label count then reads its own file.
 """
 from __future__ import annotations
 
@@ -66,15 +67,22 @@ SHARED = ("dataset", "num_classes", "net", "num_train_iter", "epoch", "batch_siz
           "eval_batch_size", "ema_m", "img_size", "crop_ratio", "num_eval_iter", "eval_split")
 
 
+def for_labels(path: str, num_labels: int) -> str:
+    """``path`` with ``{num_labels}`` replaced by the label count."""
+    return path.replace("{num_labels}", str(num_labels))
+
+
 def algorithm_configs(default: str, overrides: Sequence[str], algorithms: Sequence[str],
-                      extra: Sequence[str]) -> Dict[str, Any]:
-    """Each algorithm's parsed config: ``default`` or its ``ALGORITHM=YAML`` override, which must
-    agree with ``default`` on ``SHARED``."""
-    paths = dict(o.split("=", 1) for o in overrides)
+                      extra: Sequence[str], num_labels: int) -> Dict[str, Any]:
+    """Each algorithm's parsed config for ``num_labels``: ``default`` or its ``ALGORITHM=YAML``
+    override, which must agree with ``default`` on ``SHARED``."""
+    paths = {a: for_labels(p, num_labels) for a, p in (o.split("=", 1) for o in overrides)}
+    default = for_labels(default, num_labels)
     configs = {}
     for algorithm in algorithms:
         path = paths.get(algorithm, default)
-        configs[algorithm] = get_config(["--c", path, "--algorithm", algorithm, *options_for(algorithm, extra)])
+        configs[algorithm] = get_config(["--c", path, "--algorithm", algorithm, "--num_labels", str(num_labels),
+                                         *options_for(algorithm, extra)])
         base = configs[algorithms[0]]
         differ = [k for k in SHARED if getattr(configs[algorithm], k) != getattr(base, k)]
         if differ:
@@ -102,6 +110,9 @@ def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, e
         except SystemExit as err:
             raise RuntimeError(f"run {name} stopped ({err}); its output is in {log_path}") from None
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    if results["num_labels"] != num_labels:
+        raise ConfigError(f"run {name} trained with {results['num_labels']} labels, not {num_labels} "
+                          f"(npz data brings its own labeled set)", f"pass --num_labels {results['num_labels']}")
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
     shutil.copy(os.path.join(out, "runs", name, "curves.csv"), os.path.join(out, "curves", f"{name}.csv"))
     return {"algorithm": algorithm, "num_labels": results["num_labels"], "seed": seed,
@@ -228,9 +239,10 @@ def plot(out: str, algorithms: Sequence[str], label_counts: Sequence[int], confi
     with_r2d2 = [n for n in label_counts if read_curves(out, "r2d2", n)]
     if not with_r2d2:
         return
-    schedule = StageSchedule.from_args(get_config(["--c", config, "--algorithm", "r2d2", *extra]))
     fig, axes = plt.subplots(len(with_r2d2), 2, figsize=(11, 3.6 * len(with_r2d2)), squeeze=False)
     for row, num_labels in zip(axes, with_r2d2):
+        schedule = StageSchedule.from_args(get_config(["--c", for_labels(config, num_labels), "--algorithm", "r2d2",
+                                                       "--num_labels", str(num_labels), *extra]))
         curves = read_curves(out, "r2d2", num_labels)
         for ax, key, label in zip(row, ("r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc"),
                                   ("entropy of softmax(ỹ) (nats)", "pseudo-label accuracy")):
@@ -286,9 +298,13 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--threads", type=int, help="torch threads per run (default cpu_count // jobs)")
     parser.add_argument("--out", required=True)
     args, extra = parser.parse_known_args(argv)
-    configs = algorithm_configs(args.c, args.algorithm_config, args.algorithms, extra)
-    config = configs[args.algorithms[0]]
-    args.num_labels = args.num_labels or [config.num_labels]
+    if not args.num_labels:
+        if "{num_labels}" in args.c:
+            raise ConfigError(f"--c {args.c} depends on the label count", "give --num_labels")
+        args.num_labels = [get_config(["--c", args.c]).num_labels]
+    configs = {n: algorithm_configs(args.c, args.algorithm_config, args.algorithms, extra, n)
+               for n in args.num_labels}
+    config = configs[args.num_labels[0]][args.algorithms[0]]
     args.dataset, args.eval_split = config.dataset, config.eval_split
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     os.makedirs(args.out, exist_ok=True)
@@ -307,7 +323,7 @@ def main(argv: Sequence[str] = None) -> None:
     print(f"=== bench: {len(todo)} runs to do ({len(done)} done), {args.jobs} at a time with {threads} "
           f"torch thread(s) each; suite ETA {suite_eta(rows, todo, args.jobs)}", flush=True)
     left = list(todo)
-    tasks = [(configs[a].c, a, n, s, args.out, extra, threads) for a, n, s in todo]
+    tasks = [(configs[n][a].c, a, n, s, args.out, extra, threads) for a, n, s in todo]
     for i, (task, result) in enumerate(spawned_runs(args.jobs, one_run, tasks), 1):
         row = {k: str(v) for k, v in result.items()}
         rows.append(row)

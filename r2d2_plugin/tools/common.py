@@ -45,8 +45,9 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def mean_pm_std(values: Sequence[float]) -> str:
+    """``mean ± std``; only the value for a single seed (it has no sample std)."""
     mean, std = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
 def spawned_runs(jobs: int, function: Callable, tasks: Sequence[Tuple]) -> Iterator[Tuple[Tuple, Any]]:
