@@ -10,6 +10,7 @@ import pytest
 from r2d2_plugin import ConfigError
 from r2d2_plugin.tools import bench
 from conftest import R2D2_SHORT, SHORT, DIGITS_CONFIG
+from test_fashionmnist import write_npz
 
 TINY = [*SHORT, *R2D2_SHORT, "--num_eval_iter", "20"]
 
@@ -64,3 +65,12 @@ def test_a_config_per_label_count(tmp_path):
         curve = bench.read_curve(str(out / "curves" / f"supervised_{n}_seed0.csv"))
         evaluated = curve["iteration"][~np.isnan(curve["eval/top-1-acc"])]
         assert list(evaluated) == list(range(every, 41, every)), (n, evaluated)
+
+
+def test_a_label_count_the_data_does_not_have_is_refused(tmp_path):
+    """npz data brings its own labeled set (40 here): a suite asking for 20 stops with the fix."""
+    write_npz(tmp_path / "data.npz")
+    with pytest.raises(ConfigError, match="trained with 40 labels, not 20.*pass --num_labels 40"):
+        bench.main(["--c", DIGITS_CONFIG, "--algorithms", "supervised", "--num_labels", "20", "--seeds", "0",
+                    "--dataset", "npz", "--data_dir", str(tmp_path / "data.npz"), "--out", str(tmp_path / "x"),
+                    *SHORT])

@@ -209,7 +209,8 @@ def test_fixmatch_trains_on_fashionmnist_with_strong_views(tmp_path):
 @pytest.mark.parametrize("case", ["array", "array after a same-size Resize", "per image (Resize to 24)"])
 def test_repredicting_from_the_array_equals_the_per_image_path(tmp_path, case):
     write_fixture(tmp_path / "data", gz=True)
-    alg, _ = build_alg(fashion_argv(tmp_path, tmp_path / "data", "r2d2"))
+    # R2 from the network (the config's EMA weights exist only once training has started).
+    alg, _ = build_alg(fashion_argv(tmp_path, tmp_path / "data", "r2d2", "--r2d2_repredict_from", "network"))
     eval_dset = alg.dataset_dict["eval"]
     steps = list(eval_dset.transform.transforms)
     if case != "array":

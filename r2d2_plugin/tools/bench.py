@@ -110,9 +110,6 @@ def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, e
         except SystemExit as err:
             raise RuntimeError(f"run {name} stopped ({err}); its output is in {log_path}") from None
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    if results["num_labels"] != num_labels:
-        raise ConfigError(f"run {name} trained with {results['num_labels']} labels, not {num_labels} "
-                          f"(npz data brings its own labeled set)", f"pass --num_labels {results['num_labels']}")
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
     shutil.copy(os.path.join(out, "runs", name, "curves.csv"), os.path.join(out, "curves", f"{name}.csv"))
     return {"algorithm": algorithm, "num_labels": results["num_labels"], "seed": seed,
@@ -325,6 +322,10 @@ def main(argv: Sequence[str] = None) -> None:
     left = list(todo)
     tasks = [(configs[n][a].c, a, n, s, args.out, extra, threads) for a, n, s in todo]
     for i, (task, result) in enumerate(spawned_runs(args.jobs, one_run, tasks), 1):
+        if result["num_labels"] != task[2]:
+            raise ConfigError(f"run {run_name(*task[1:4])} trained with {result['num_labels']} labels, not "
+                              f"{task[2]} (npz data brings its own labeled set)",
+                              f"pass --num_labels {result['num_labels']}")
         row = {k: str(v) for k, v in result.items()}
         rows.append(row)
         rows.sort(key=rank)
