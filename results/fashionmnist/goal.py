@@ -1,0 +1,74 @@
+"""Issue 16's goal bars, measured on the suite's finished runs (``runs.csv``), written to
+``goal.md``. Usage, from the repository root: python results/fashionmnist/goal.py
+
+Per label count, means over the seeds that every algorithm involved has finished:
+- r2d2 at or under pseudolabel, and under supervised by at least half of FixMatch's gain over it;
+- r2d2_strong at or under FixMatch;
+- r2d2's run at most 0.6 x FixMatch's, in CPU seconds (one torch thread per run, so a run on a
+  core of its own takes as long in wall time) and in the wall seconds measured (two runs side
+  by side on this 2-core machine, sometimes beside other work).
+"""
+import csv
+import os
+from collections import defaultdict
+from typing import Dict, List
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NEEDED = ("r2d2", "r2d2_strong", "fixmatch", "pseudolabel", "supervised")
+
+
+def read(path: str) -> Dict[int, Dict[str, Dict[int, Dict[str, float]]]]:
+    """{num_labels: {algorithm: {seed: row}}} with numeric fields."""
+    table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            table[int(row["num_labels"])][row["algorithm"]][int(row["seed"])] = {
+                k: float(row[k]) for k in ("error_pct", "cpu_seconds", "train_seconds")}
+    return table
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> List[str]:
+    seeds = sorted(set.intersection(*(set(runs.get(a, {})) for a in NEEDED)))
+    if not seeds:
+        return [f"### {num_labels} labels", "", "Not every algorithm the bars need has finished a seed yet.", ""]
+
+    def mean(algorithm: str, key: str = "error_pct") -> float:
+        return float(np.mean([runs[algorithm][s][key] for s in seeds]))
+
+    r2d2, strong, fixmatch, pseudo, sup = (mean(a) for a in NEEDED)
+    half_gain = (sup - fixmatch) / 2
+    cpu_ratio = mean("r2d2", "cpu_seconds") / mean("fixmatch", "cpu_seconds")
+    wall_ratio = mean("r2d2", "train_seconds") / mean("fixmatch", "train_seconds")
+    return [
+        f"### {num_labels} labels (seeds {', '.join(map(str, seeds))}: means of test error %)", "",
+        "| bar | measured | verdict | how far |", "|---|---|---|---|",
+        f"| r2d2 ≤ pseudolabel | {r2d2:.2f} vs {pseudo:.2f} | {verdict(r2d2 <= pseudo)} | {r2d2 - pseudo:+.2f} points |",
+        f"| r2d2 ≤ supervised − ½ (supervised − fixmatch) | {r2d2:.2f} vs {sup:.2f} − {half_gain:.2f} = "
+        f"{sup - half_gain:.2f} | {verdict(r2d2 <= sup - half_gain)} | {r2d2 - (sup - half_gain):+.2f} points |",
+        f"| r2d2_strong ≤ fixmatch | {strong:.2f} vs {fixmatch:.2f} | {verdict(strong <= fixmatch)} | "
+        f"{strong - fixmatch:+.2f} points |",
+        f"| r2d2 run ≤ 0.6 × fixmatch's (CPU s) | {cpu_ratio:.2f} × | {verdict(cpu_ratio <= 0.6)} | {cpu_ratio - 0.6:+.2f} |",
+        f"| r2d2 run ≤ 0.6 × fixmatch's (wall s, as measured) | {wall_ratio:.2f} × | {verdict(wall_ratio <= 0.6)} | "
+        f"{wall_ratio - 0.6:+.2f} |", ""]
+
+
+def main() -> None:
+    table = read(os.path.join(HERE, "runs.csv"))
+    lines = ["# Issue 16's goal bars on the finished runs", "",
+             "Made by `python results/fashionmnist/goal.py` from `runs.csv`; means over the seeds that "
+             "r2d2, r2d2_strong, fixmatch, pseudolabel and supervised have all finished.", ""]
+    for num_labels in sorted(table, reverse=True):
+        lines += section(num_labels, table[num_labels])
+    with open(os.path.join(HERE, "goal.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
