@@ -8,12 +8,13 @@ Per label count, means over the seeds that every algorithm involved has finished
   core of its own takes as long in wall time) and in the wall seconds measured (two runs side
   by side on this 2-core machine, sometimes beside other work).
 """
-import csv
 import os
 from collections import defaultdict
 from typing import Dict, List
 
 import numpy as np
+
+from r2d2_plugin.tools.common import read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEEDED = ("r2d2", "r2d2_strong", "fixmatch", "pseudolabel", "supervised")
@@ -22,10 +23,9 @@ NEEDED = ("r2d2", "r2d2_strong", "fixmatch", "pseudolabel", "supervised")
 def read(path: str) -> Dict[int, Dict[str, Dict[int, Dict[str, float]]]]:
     """{num_labels: {algorithm: {seed: row}}} with numeric fields."""
     table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            table[int(row["num_labels"])][row["algorithm"]][int(row["seed"])] = {
-                k: float(row[k]) for k in ("error_pct", "cpu_seconds", "train_seconds")}
+    for row in read_rows(path):
+        table[int(row["num_labels"])][row["algorithm"]][int(row["seed"])] = {
+            k: float(row[k]) for k in ("error_pct", "cpu_seconds", "train_seconds")}
     return table
 
 
