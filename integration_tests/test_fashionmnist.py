@@ -249,6 +249,9 @@ def test_pseudo_label_accuracy_is_absent_where_unlabeled_labels_are_unknown(tmp_
 
 def test_pseudo_label_accuracy_is_reported_on_digits(tmp_path):
     alg, messages = build_alg(short_argv(tmp_path))
+    alg.it = alg.num_log_iter - 1  # a log iteration of the warm-up: the store holds no pseudo-labels yet
+    assert set(alg.r2d2_metrics(stage=1)) == {"r2d2/stage", "r2d2/repredictions"}
+    alg.it = 0
     alg.train()
     labels = torch.as_tensor(np.asarray(alg.dataset_dict["train_ulb"].targets))
     expected = (alg.store.logits.argmax(dim=1) == labels).double().mean().item()

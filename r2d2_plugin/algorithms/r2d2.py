@@ -190,11 +190,13 @@ class R2D2(AlgorithmBase):
         return d2_loss(logits, target_logits, self.alpha, self.beta)
 
     def r2d2_metrics(self, stage: int) -> Dict[str, float]:
-        """R2-D2's metrics; the store-wide ones only on log and eval iterations, the pseudo-label
+        """R2-D2's metrics; the store-wide ones only on log and eval iterations once R2 has filled
+        the store (before its first reprediction it holds no pseudo-labels), the pseudo-label
         accuracy only where every unlabeled sample's true label is known."""
         metrics = {"r2d2/stage": float(stage), "r2d2/repredictions": float(self.repredictions)}
         done = self.it + 1
-        if any(n > 0 and done % n == 0 for n in (self.num_log_iter, self.num_eval_iter)):
+        logged = any(n > 0 and done % n == 0 for n in (self.num_log_iter, self.num_eval_iter))
+        if self.repredictions and logged:
             metrics["r2d2/pseudo_label_entropy"] = self.store.mean_entropy()
             accuracy = self.store.accuracy()
             if accuracy == accuracy:
