@@ -4,9 +4,9 @@
 Per label count, means over the seeds that every algorithm involved has finished:
 - r2d2 at or under pseudolabel, and under supervised by at least half of FixMatch's gain over it;
 - r2d2_strong at or under FixMatch;
-- r2d2's run at most 0.6 x FixMatch's, in CPU seconds (one torch thread per run, so a run on a
-  core of its own takes as long in wall time) and in the wall seconds measured (two runs side
-  by side on this 2-core machine, sometimes beside other work).
+- r2d2's run at most 0.6 x FixMatch's, in CPU and in wall seconds (one torch thread per run, two
+  runs side by side on a 2-core machine), over the seeds where neither run shared its core with
+  other work (``SHARED_CORE``: those runs' times are inflated, their accuracy is not).
 Then, per label count, how good the warm-up's predictions were (the pseudo-label accuracy of R2's
 first reprediction on the 60k pool, from ``curves/``) against what each R2-D2 variant ended with.
 """
@@ -20,6 +20,13 @@ from r2d2_plugin.tools.common import read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEEDED = ("r2d2", "r2d2_strong", "fixmatch", "pseudolabel", "supervised")
+# (num_labels, algorithm, seed) of the r2d2 and FixMatch runs that shared a core with other work.
+SHARED_CORE = {
+    (4000, "r2d2", 0): "beside other work, load ~3 on the 2 cores",
+    (4000, "fixmatch", 0): "beside other work, load ~3 on the 2 cores",
+    (4000, "r2d2", 1): "beside a fresh-clone CI run",
+    (250, "fixmatch", 0): "beside a stray copy of itself left by a suite restart",
+}
 
 
 def read(path: str) -> Dict[int, Dict[str, Dict[int, Dict[str, float]]]]:
@@ -45,8 +52,7 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> Li
 
     r2d2, strong, fixmatch, pseudo, sup = (mean(a) for a in NEEDED)
     half_gain = (sup - fixmatch) / 2
-    cpu_ratio = mean("r2d2", "cpu_seconds") / mean("fixmatch", "cpu_seconds")
-    wall_ratio = mean("r2d2", "train_seconds") / mean("fixmatch", "train_seconds")
+    clean = [s for s in seeds if not {(num_labels, a, s) for a in ("r2d2", "fixmatch")} & set(SHARED_CORE)]
     return [
         f"### {num_labels} labels (seeds {', '.join(map(str, seeds))}: means of test error %)", "",
         "| bar | measured | verdict | how far |", "|---|---|---|---|",
@@ -55,9 +61,20 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> Li
         f"{sup - half_gain:.2f} | {verdict(r2d2 <= sup - half_gain)} | {r2d2 - (sup - half_gain):+.2f} points |",
         f"| r2d2_strong ≤ fixmatch | {strong:.2f} vs {fixmatch:.2f} | {verdict(strong <= fixmatch)} | "
         f"{strong - fixmatch:+.2f} points |",
-        f"| r2d2 run ≤ 0.6 × fixmatch's (CPU s) | {cpu_ratio:.2f} × | {verdict(cpu_ratio <= 0.6)} | {cpu_ratio - 0.6:+.2f} |",
-        f"| r2d2 run ≤ 0.6 × fixmatch's (wall s, as measured) | {wall_ratio:.2f} × | {verdict(wall_ratio <= 0.6)} | "
-        f"{wall_ratio - 0.6:+.2f} |", ""]
+        *timing_rows(runs, clean), ""]
+
+
+def timing_rows(runs: Dict[str, Dict[int, Dict[str, float]]], seeds: List[int]) -> List[str]:
+    """The 0.6 x FixMatch bar in CPU and wall seconds, means over ``seeds``."""
+    if not seeds:
+        return ["| r2d2 run ≤ 0.6 × fixmatch's | no seed where both ran on a core of their own | — | — |"]
+    rows = []
+    for key, unit in (("cpu_seconds", "CPU s"), ("train_seconds", "wall s")):
+        ratio = np.mean([runs["r2d2"][s][key] for s in seeds]) / np.mean([runs["fixmatch"][s][key] for s in seeds])
+        rows.append(f"| r2d2 run ≤ 0.6 × fixmatch's ({unit}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}) "
+                    f"| {ratio:.2f} × | "
+                    f"{verdict(ratio <= 0.6)} | {ratio - 0.6:+.2f} |")
+    return rows
 
 
 def first_and_last_store_acc(curve: str) -> Tuple[float, float]:
