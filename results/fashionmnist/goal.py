@@ -54,7 +54,7 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> Li
     half_gain = (sup - fixmatch) / 2
     clean = [s for s in seeds if not {(num_labels, a, s) for a in ("r2d2", "fixmatch")} & set(SHARED_CORE)]
     return [
-        f"### {num_labels} labels (seeds {', '.join(map(str, seeds))}: means of test error %)", "",
+        f"### {num_labels} labels (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: means of test error %)", "",
         "| bar | measured | verdict | how far |", "|---|---|---|---|",
         f"| r2d2 ≤ pseudolabel | {r2d2:.2f} vs {pseudo:.2f} | {verdict(r2d2 <= pseudo)} | {r2d2 - pseudo:+.2f} points |",
         f"| r2d2 ≤ supervised − ½ (supervised − fixmatch) | {r2d2:.2f} vs {sup:.2f} − {half_gain:.2f} = "
