@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from r2d2_plugin.tools.common import read_rows
+from r2d2_plugin.tools.common import mean_pm_std, read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEEDED = ("r2d2", "r2d2_strong", "fixmatch", "pseudolabel", "supervised")
@@ -38,6 +38,10 @@ def read(path: str) -> Dict[int, Dict[str, Dict[int, Dict[str, float]]]]:
     return table
 
 
+def seeds_label(seeds: List[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -54,7 +58,7 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> Li
     half_gain = (sup - fixmatch) / 2
     clean = [s for s in seeds if not {(num_labels, a, s) for a in ("r2d2", "fixmatch")} & set(SHARED_CORE)]
     return [
-        f"### {num_labels} labels (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: means of test error %)", "",
+        f"### {num_labels} labels ({seeds_label(seeds)}: means of test error %)", "",
         "| bar | measured | verdict | how far |", "|---|---|---|---|",
         f"| r2d2 ≤ pseudolabel | {r2d2:.2f} vs {pseudo:.2f} | {verdict(r2d2 <= pseudo)} | {r2d2 - pseudo:+.2f} points |",
         f"| r2d2 ≤ supervised − ½ (supervised − fixmatch) | {r2d2:.2f} vs {sup:.2f} − {half_gain:.2f} = "
@@ -71,8 +75,7 @@ def timing_rows(runs: Dict[str, Dict[int, Dict[str, float]]], seeds: List[int]) 
     rows = []
     for key, unit in (("cpu_seconds", "CPU s"), ("train_seconds", "wall s")):
         ratio = np.mean([runs["r2d2"][s][key] for s in seeds]) / np.mean([runs["fixmatch"][s][key] for s in seeds])
-        rows.append(f"| r2d2 run ≤ 0.6 × fixmatch's ({unit}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}) "
-                    f"| {ratio:.2f} × | "
+        rows.append(f"| r2d2 run ≤ 0.6 × fixmatch's ({unit}, {seeds_label(seeds)}) | {ratio:.2f} × | "
                     f"{verdict(ratio <= 0.6)} | {ratio - 0.6:+.2f} |")
     return rows
 
@@ -97,14 +100,13 @@ def warmup_section(table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]]) -> 
             if not seeds:
                 continue
             sup = float(np.mean([runs["supervised"][s]["error_pct"] for s in seeds]))
-            diff = np.array([runs[variant][s]["error_pct"] - runs["supervised"][s]["error_pct"] for s in seeds])
-            spread = f" ± {diff.std(ddof=1):.2f}" if len(seeds) > 1 else ""
+            diff = [runs[variant][s]["error_pct"] - runs["supervised"][s]["error_pct"] for s in seeds]
             accs = np.array([first_and_last_store_acc(os.path.join(
                 HERE, "curves", f"{variant}_{num_labels}_seed{s}.csv")) for s in seeds])
             err = float(np.mean([runs[variant][s]["error_pct"] for s in seeds]))
             first, last = 100 * accs.mean(axis=0)
             lines.append(f"| {num_labels} | {variant} | {', '.join(map(str, seeds))} | {first:.1f} % | "
-                         f"{last:.1f} % | {err:.2f} | {sup:.2f} | {diff.mean():+.2f}{spread} |")
+                         f"{last:.1f} % | {err:.2f} | {sup:.2f} | {mean_pm_std(diff)} |")
     return lines + [""]
 
 
