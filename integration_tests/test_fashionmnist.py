@@ -1,7 +1,7 @@
 """The built-in ``fashionmnist`` dataset (files in the IDX format, written here small; the real
 ones where Debian's package put them), its split, short runs through USB's trainer on it, R2's
-reprediction from in-memory images against the per-image PIL path, and where the pseudo-label
-accuracy is reported."""
+reprediction from in-memory images against the per-image PIL path, lazy reprediction against
+the full pass, and where the pseudo-label accuracy is reported."""
 from __future__ import annotations
 
 import gzip
@@ -189,10 +189,12 @@ def test_r2d2_trains_on_fashionmnist_through_usb(tmp_path):
     assert alg.it == 40 and alg.repredictions == 6
     assert len(alg.dataset_dict["eval"]) == 10 * TRAIN_PER_CLASS // 6
     assert 0.0 <= alg.log_dict["eval/top-1-acc"] <= 1.0
-    labels = torch.as_tensor(alg.dataset_dict["train_ulb"].targets)
-    expected = (alg.store.logits.argmax(dim=1) == labels).double().mean().item()
+    # The config's lazy R2: the accuracy of the rows filled since the last reprediction.
+    filled = alg.repredictor.filled()
+    labels = torch.as_tensor(alg.dataset_dict["train_ulb"].targets)[filled]
+    expected = (alg.store.logits[filled].argmax(dim=1) == labels).double().mean().item()
     assert alg.log_dict["r2d2/pseudo_label_acc"] == pytest.approx(expected)
-    assert any(m.startswith("r2d2: reprediction 6 ") and "pseudo-label acc" in m for m in messages)
+    assert any(m.startswith("r2d2: reprediction 6 ") and "frozen" in m for m in messages)
 
 
 def test_fixmatch_trains_on_fashionmnist_with_strong_views(tmp_path):
@@ -209,8 +211,9 @@ def test_fixmatch_trains_on_fashionmnist_with_strong_views(tmp_path):
 @pytest.mark.parametrize("case", ["array", "array after a same-size Resize", "per image (Resize to 24)"])
 def test_repredicting_from_the_array_equals_the_per_image_path(tmp_path, case):
     write_fixture(tmp_path / "data", gz=True)
-    # R2 from the network (the config's EMA weights exist only once training has started).
-    alg, _ = build_alg(fashion_argv(tmp_path, tmp_path / "data", "r2d2", "--r2d2_repredict_from", "network"))
+    # R2 from the network (the config's EMA weights exist only once training has started), a full pass.
+    alg, _ = build_alg(fashion_argv(tmp_path, tmp_path / "data", "r2d2", "--r2d2_repredict_from", "network",
+                                    "--r2d2_lazy_repredict", "False"))
     eval_dset = alg.dataset_dict["eval"]
     steps = list(eval_dset.transform.transforms)
     if case != "array":
@@ -223,6 +226,37 @@ def test_repredicting_from_the_array_equals_the_per_image_path(tmp_path, case):
     expected = unlabeled_logits(alg)  # the per-image PIL path
     assert expected.abs().max() > 0.1
     torch.testing.assert_close(alg.store.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["array", "per image (Resize to 24)"])
+def test_lazy_repredictions_train_as_the_full_pass(tmp_path, case):
+    """``r2d2_lazy_repredict``: a row takes the frozen net's logits (the EMA weights here, as in
+    the Fashion-MNIST configs) when training first reads it. The run, and every row it read since
+    the last reprediction, equal the full pass's; the other rows were never computed."""
+    write_fixture(tmp_path / "data", gz=True)
+    runs = {}
+    for lazy in ("False", "True"):
+        alg, _ = build_alg(fashion_argv(tmp_path / lazy, tmp_path / "data", "r2d2", "--r2d2_lazy_repredict", lazy))
+        if case != "array":
+            eval_dset = alg.dataset_dict["eval"]
+            eval_dset.transform = transforms.Compose([transforms.Resize(24), *eval_dset.transform.transforms])
+        alg.train()
+        runs[lazy] = alg
+    full, lazy = runs["False"], runs["True"]
+    assert full.repredictions == lazy.repredictions == 6 and full.repredictor.filled() is None
+    assert (lazy.repredictor.view is None) == (case != "array")
+    filled = lazy.repredictor.filled()
+    # Only the fine-tune's 8 iterations x 16 unlabeled rows follow the last reprediction.
+    assert 0 < int(filled.sum()) <= 8 * 16 < len(filled)
+    torch.testing.assert_close(lazy.store.logits[filled], full.store.logits[filled], atol=1e-5, rtol=1e-5)
+    assert (lazy.store.logits[~filled] - full.store.logits[~filled]).abs().amax(dim=1).min() > 1e-3
+    for weights in ("model", "ema_model"):
+        expected = getattr(full, weights).state_dict()
+        for name, value in getattr(lazy, weights).state_dict().items():
+            torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-5, msg=name)
+    labels = torch.as_tensor(lazy.dataset_dict["train_ulb"].targets)
+    hits = lazy.store.logits[filled].argmax(dim=1) == labels[filled]
+    assert lazy.log_dict["r2d2/pseudo_label_acc"] == pytest.approx(hits.double().mean().item())
 
 
 def write_npz(path: Path) -> None:

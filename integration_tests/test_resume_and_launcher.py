@@ -34,20 +34,23 @@ def final_state(path):
     return checkpoint["model"], checkpoint["ema_model"], checkpoint["r2d2"]["store"]["logits"]
 
 
-@pytest.mark.parametrize("algorithm", ["r2d2", "r2d2_strong"])
-def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm):
-    run(short_argv(tmp_path, "--algorithm", algorithm, name="straight"))
+@pytest.mark.parametrize("algorithm, lazy", [("r2d2", "False"), ("r2d2_strong", "False"), ("r2d2", "True")])
+def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm, lazy):
+    options = ("--algorithm", algorithm, "--r2d2_lazy_repredict", lazy)
+    run(short_argv(tmp_path, *options, name="straight"))
 
-    alg, _ = build_alg(short_argv(tmp_path, "--algorithm", algorithm, name="interrupted"))
+    alg, _ = build_alg(short_argv(tmp_path, *options, name="interrupted"))
     alg.register_hook(CrashAt(20), "CrashAt", "HIGHEST")
     with pytest.raises(Crash):
         alg.train()
     latest = tmp_path / "interrupted" / "latest_model.pth"
     saved = torch.load(latest, map_location="cpu", weights_only=False)
     assert saved["it"] == 20 and saved["r2d2"]["repredictions"] == 2
+    # Lazy R2 is halfway through its second period: the frozen net and the rows still to fill.
+    assert (saved["r2d2"]["lazy_repredict"] is None) == (lazy == "False")
 
-    results = run(short_argv(tmp_path, "--algorithm", algorithm, "--resume", "True",
-                             "--load_path", str(latest), name="interrupted"))
+    results = run(short_argv(tmp_path, *options, "--resume", "True", "--load_path", str(latest),
+                             name="interrupted"))
     assert 0.0 <= results["eval/final_acc"] <= 1.0
 
     model_a, ema_a, store_a = final_state(tmp_path / "straight" / "latest_model.pth")

@@ -2,10 +2,11 @@
 (``WarmupViewsHook``)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from semilearn.core.hooks import Hook
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
 from ..core.schedule import STAGE_NAMES
+from ..errors import ConfigError
 
 
 class ArrayEvalView:
@@ -59,23 +61,42 @@ class ArrayEvalView:
         """(indices, eval-view images) of consecutive rows, on ``device``."""
         for start in range(0, len(self.idx), batch_size):
             idx = torch.from_numpy(self.idx[start:start + batch_size])
-            x = torch.from_numpy(self.images[idx.numpy()]).to(device)
-            x = (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2)
-            x = x.to(torch.get_default_dtype()).div(255)
-            yield idx.to(device), (x if self.normalize is None else self.normalize(x))
+            yield idx.to(device), self.rows(idx.numpy(), device)
+
+    def rows(self, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The eval-view images of the dataset rows ``idx``, on ``device``."""
+        x = torch.from_numpy(self.images[idx]).to(device)
+        x = (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2)
+        x = x.to(torch.get_default_dtype()).div(255)
+        return x if self.normalize is None else self.normalize(x)
 
 
 class RepredictHook(Hook):
     """R2, repetitive reprediction: before the iterations listed by the algorithm's schedule,
-    overwrite every store entry with the network's logits on the unlabeled set (eval mode,
-    the eval transform, no gradient; with USB's EMA weights swapped in, as its evaluation does,
-    when ``r2d2_repredict_from`` is ema). Also logs each stage boundary."""
+    set every store entry to the network's logits on the unlabeled set (eval mode, the eval
+    transform, no gradient; with USB's EMA weights swapped in, as its evaluation does, when
+    ``r2d2_repredict_from`` is ema). Also logs each stage boundary.
+
+    With ``r2d2_lazy_repredict`` a reprediction keeps a frozen copy of that network instead of
+    passing over the whole set, and ``fill`` gives each row its logits when training first reads
+    it (``R2D2.d2_step``): the values of the full pass, computed only for the rows read before
+    the next reprediction. One process only."""
 
     def __init__(self) -> None:
         self.view: Optional[ArrayEvalView] = None
+        self.frozen: Optional[nn.Module] = None
+        # Lazy R2: the rows not yet filled from ``frozen`` (None: every row is up to date).
+        self.unfilled: Optional[torch.Tensor] = None
 
     def before_run(self, algorithm: Any) -> None:
+        if (algorithm.args.r2d2_lazy_repredict or self.unfilled is not None) and algorithm.in_process_group():
+            raise ConfigError("r2d2_lazy_repredict works in one process, this run has "
+                              f"{algorithm.world_size}",
+                              "set r2d2_lazy_repredict: False under torchrun (and resume from a "
+                              "checkpoint written by a run without it)")
         algorithm.store.to(self.device(algorithm))
+        if self.unfilled is not None:
+            self.unfilled = self.unfilled.to(algorithm.store.device)
         self.repredict_at = set(algorithm.schedule.repredict_iters)
         self.stage_starts = {b: s + 1 for s, b in enumerate(algorithm.schedule.boundaries)}
 
@@ -98,55 +119,125 @@ class RepredictHook(Hook):
         world, rank = (algorithm.world_size, algorithm.rank) if algorithm.in_process_group() else (1, 0)
         return range(rank, len(algorithm.dataset_dict["train_ulb"]), world)
 
-    def loader(self, algorithm: Any) -> DataLoader:
-        """This process's share of the unlabeled set with the eval set's transform, in index order,
-        image by image (the path for sets that ``ArrayEvalView`` does not serve)."""
+    @staticmethod
+    def eval_dataset(algorithm: Any) -> Any:
+        """The unlabeled set serving its images with the eval set's transform, image by image."""
         dset = copy.copy(algorithm.dataset_dict["train_ulb"])
         dset.transform = algorithm.dataset_dict["eval"].transform
         dset.is_ulb = False
-        return DataLoader(Subset(dset, self.share(algorithm)), batch_size=algorithm.args.eval_batch_size,
-                          shuffle=False, num_workers=algorithm.args.num_workers)
+        return dset
 
-    def batches(self, algorithm: Any) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """(indices, eval-view images) batches of eval_batch_size of this process's share: from an
-        ``ArrayEvalView`` (found at the first reprediction, kept for the run), else from ``loader``."""
+    def loader(self, algorithm: Any) -> DataLoader:
+        """This process's share of ``eval_dataset`` in index order (the path for sets that
+        ``ArrayEvalView`` does not serve). Its own generator: a pass draws nothing from the
+        training's random streams, as the other paths do not."""
+        return DataLoader(Subset(self.eval_dataset(algorithm), self.share(algorithm)),
+                          batch_size=algorithm.args.eval_batch_size, shuffle=False,
+                          num_workers=algorithm.args.num_workers, generator=torch.Generator().manual_seed(0))
+
+    def array_view(self, algorithm: Any) -> Optional[ArrayEvalView]:
+        """The ``ArrayEvalView`` of this process's share, found once and kept for the run; None
+        where it does not apply."""
         if self.view is None:
             self.view = ArrayEvalView.of(algorithm.dataset_dict["train_ulb"],
                                          algorithm.dataset_dict["eval"].transform, self.share(algorithm))
-        device = self.device(algorithm)
-        if self.view is not None:
-            return self.view.batches(algorithm.args.eval_batch_size, device)
+        return self.view
+
+    def batches(self, algorithm: Any) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(indices, eval-view images) batches of eval_batch_size of this process's share: from
+        ``array_view``, else from ``loader``."""
+        device, view = self.device(algorithm), self.array_view(algorithm)
+        if view is not None:
+            return view.batches(algorithm.args.eval_batch_size, device)
         return ((b["idx_lb"].to(device), b["x_lb"].to(device)) for b in self.loader(algorithm))
 
-    @torch.no_grad()
-    def repredict(self, algorithm: Any) -> None:
-        """Overwrite the store with the network's logits. Under DDP each process predicts its
-        share, batch by batch, the same number of batches on every process (a finished share
-        sends an empty one); the store exchanges what it needs (``assign_share``)."""
-        start = time.perf_counter()
-        model, device = unwrapped(algorithm.model), self.device(algorithm)
+    def eval_images(self, algorithm: Any, idx: torch.Tensor) -> torch.Tensor:
+        """The eval-view images of the unlabeled rows ``idx``, on the model's device."""
+        device, view = self.device(algorithm), self.array_view(algorithm)
+        if view is not None:
+            return view.rows(idx.cpu().numpy(), device)
+        dset = self.eval_dataset(algorithm)
+        return torch.stack([dset[i]["x_lb"] for i in idx.tolist()]).to(device)
+
+    @contextlib.contextmanager
+    def predicting(self, algorithm: Any) -> Iterator[nn.Module]:
+        """The net R2 predicts with, in eval mode (USB's EMA weights swapped in when
+        ``r2d2_repredict_from`` is ema); restored on exit."""
+        model = unwrapped(algorithm.model)
         was_training = model.training
         model.eval()
         from_ema = algorithm.args.r2d2_repredict_from == "ema"
         if from_ema:
             algorithm.ema.apply_shadow()
         try:
-            batch_size, batches = algorithm.args.eval_batch_size, self.batches(algorithm)
-            share = self.share(algorithm)
-            longest = len(range(0, len(algorithm.dataset_dict["train_ulb"]), share.step))
-            for _ in range(math.ceil(longest / batch_size)):
-                batch = next(batches, None)
-                if batch is None:
-                    idx = torch.empty(0, dtype=torch.long, device=device)
-                    logits = torch.empty(0, algorithm.num_classes, device=device)
-                else:
-                    idx, logits = batch[0], model(batch[1])["logits"].float()
-                algorithm.store.assign_share(idx, logits, batch_size)
+            yield model
         finally:
             if from_ema:
                 algorithm.ema.restore()
             model.train(was_training)
+
+    @torch.no_grad()
+    def repredict(self, algorithm: Any) -> None:
+        """R2: the store takes the network's logits, at once or, with ``r2d2_lazy_repredict``,
+        row by row through ``fill``."""
+        start = time.perf_counter()
+        with self.predicting(algorithm) as model:
+            if algorithm.args.r2d2_lazy_repredict:
+                self.frozen = copy.deepcopy(model).requires_grad_(False)
+                self.unfilled = torch.ones(len(algorithm.dataset_dict["train_ulb"]), dtype=torch.bool,
+                                           device=algorithm.store.device)
+            else:
+                self.full_pass(algorithm, model)
         algorithm.repredicted(time.perf_counter() - start)
+
+    def full_pass(self, algorithm: Any, model: nn.Module) -> None:
+        """Overwrite the store with ``model``'s logits. Under DDP each process predicts its
+        share, batch by batch, the same number of batches on every process (a finished share
+        sends an empty one); the store exchanges what it needs (``assign_share``)."""
+        device, batch_size, batches = self.device(algorithm), algorithm.args.eval_batch_size, self.batches(algorithm)
+        share = self.share(algorithm)
+        longest = len(range(0, len(algorithm.dataset_dict["train_ulb"]), share.step))
+        for _ in range(math.ceil(longest / batch_size)):
+            batch = next(batches, None)
+            if batch is None:
+                idx = torch.empty(0, dtype=torch.long, device=device)
+                logits = torch.empty(0, algorithm.num_classes, device=device)
+            else:
+                idx, logits = batch[0], model(batch[1])["logits"].float()
+            algorithm.store.assign_share(idx, logits, batch_size)
+        self.frozen = self.unfilled = None
+
+    @torch.no_grad()
+    def fill(self, algorithm: Any, idx: torch.Tensor) -> None:
+        """Lazy R2: the rows of ``idx`` not read since the last reprediction take the frozen
+        network's logits (timed with the repredictions). Nothing to do after a full pass."""
+        if self.unfilled is None:
+            return
+        start = time.perf_counter()
+        rows = idx.to(self.unfilled.device).unique()
+        rows = rows[self.unfilled[rows]]
+        if len(rows):
+            algorithm.store.assign(rows, self.frozen(self.eval_images(algorithm, rows))["logits"].float())
+            self.unfilled[rows] = False
+        algorithm.repredict_seconds += time.perf_counter() - start
+
+    def filled(self) -> Optional[torch.Tensor]:
+        """Lazy R2: the mask of the rows that hold the last reprediction's values (None: all)."""
+        return None if self.unfilled is None else ~self.unfilled
+
+    def state_dict(self) -> Optional[Dict[str, Any]]:
+        """What a checkpoint needs to go on filling rows: the frozen net and the unfilled rows."""
+        if self.unfilled is None:
+            return None
+        return {"net": self.frozen.state_dict(), "unfilled": self.unfilled.cpu()}
+
+    def load_state_dict(self, algorithm: Any, state: Optional[Dict[str, Any]]) -> None:
+        if state is None:
+            self.frozen = self.unfilled = None
+            return
+        self.frozen = copy.deepcopy(unwrapped(algorithm.model)).eval().requires_grad_(False)
+        self.frozen.load_state_dict(state["net"])
+        self.unfilled = state["unfilled"].to(algorithm.store.device)
 
 
 def unwrapped(model: nn.Module) -> nn.Module:

@@ -43,6 +43,8 @@ class R2D2(AlgorithmBase):
         - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
         - r2d2_repredict_from: network (the reference) or ema (USB's EMA weights, the ones it
           evaluates) for R2's predictions
+        - r2d2_lazy_repredict: R2 fills each row from a frozen copy of the net when training first
+          reads it (``RepredictHook``), instead of passing over the whole unlabeled set
         - r2d2_store_dtype (fp32 | bf16 | fp16), r2d2_store_device (device | cpu_pinned | sharded):
           how the store is kept (``PseudoLabelStore``, ``ShardedPseudoLabelStore``)
     """
@@ -94,7 +96,8 @@ class R2D2(AlgorithmBase):
         return optimizer, scheduler
 
     def set_hooks(self) -> None:
-        self.register_hook(RepredictHook(), "RepredictHook", "HIGHEST")
+        self.repredictor = RepredictHook()
+        self.register_hook(self.repredictor, "RepredictHook", "HIGHEST")
         if self.ULB_VIEWS_WARMUP is not None:
             self.register_hook(WarmupViewsHook(), "WarmupViewsHook", "HIGHEST")
         super().set_hooks()
@@ -121,6 +124,7 @@ class R2D2(AlgorithmBase):
                 sup_loss = self.ce_loss(outputs["logits"], y_lb, reduction="mean")
                 unsup_loss = torch.zeros_like(sup_loss)
             else:
+                self.repredictor.fill(self, idx_ulb)
                 views = (x_lb, x_ulb_w) if x_ulb_s is None else (x_lb, x_ulb_w, x_ulb_s)
                 outputs = self.model(torch.cat(views))
                 feat_dict = dict(zip(("x_lb", "x_ulb_w", "x_ulb_s"),
@@ -167,6 +171,8 @@ class R2D2(AlgorithmBase):
                       f"{self.store_summary()}")
 
     def store_summary(self) -> str:
+        if self.repredictor.filled() is not None:
+            return "each row takes the frozen network's logits when training first reads it"
         accuracy = self.store.accuracy()
         known = "" if accuracy != accuracy else f"pseudo-label acc {accuracy:.4f}, "
         return f"{known}entropy {self.store.mean_entropy():.4f}"
@@ -192,15 +198,17 @@ class R2D2(AlgorithmBase):
     def r2d2_metrics(self, stage: int) -> Dict[str, float]:
         """R2-D2's metrics; the store-wide ones only on log and eval iterations once R2 has filled
         the store (before its first reprediction it holds no pseudo-labels), the pseudo-label
-        accuracy only where every unlabeled sample's true label is known."""
+        accuracy only where every unlabeled sample's true label is known. With lazy R2 they are
+        over the rows filled since the last reprediction (those training has read)."""
         metrics = {"r2d2/stage": float(stage), "r2d2/repredictions": float(self.repredictions)}
         done = self.it + 1
         logged = any(n > 0 and done % n == 0 for n in (self.num_log_iter, self.num_eval_iter))
         if self.repredictions and logged:
-            metrics["r2d2/pseudo_label_entropy"] = self.store.mean_entropy()
-            accuracy = self.store.accuracy()
-            if accuracy == accuracy:
-                metrics["r2d2/pseudo_label_acc"] = accuracy
+            filled = self.repredictor.filled()
+            for key, value in (("r2d2/pseudo_label_entropy", self.store.mean_entropy(filled)),
+                               ("r2d2/pseudo_label_acc", self.store.accuracy(filled))):
+                if value == value:
+                    metrics[key] = value
         return metrics
 
     def check_finite(self, loss: torch.Tensor, stage: int) -> None:
@@ -219,6 +227,7 @@ class R2D2(AlgorithmBase):
             "stage": self.schedule.stage(self.it),  # of the last finished iteration; informational
             "repredictions": self.repredictions,
             "repredict_seconds": self.repredict_seconds,
+            "lazy_repredict": self.repredictor.state_dict(),
             "rng": rng_state(),
         }
         return save_dict
@@ -232,6 +241,7 @@ class R2D2(AlgorithmBase):
         self.store.load_state_dict(state["store"])
         self.repredictions = state["repredictions"]
         self.repredict_seconds = state["repredict_seconds"]
+        self.repredictor.load_state_dict(self, state.get("lazy_repredict"))
         set_rng_state(state["rng"])
         return checkpoint
 
@@ -259,6 +269,10 @@ class R2D2(AlgorithmBase):
                          "False: stage 3 keeps its lr steps but does not repredict (ablation)"),
             SSL_Argument("--r2d2_repredict_from", str, cls.REPREDICT_FROM_DEFAULT,
                          "weights R2 repredicts with: network (the reference) or ema (USB's EMA)"),
+            SSL_Argument("--r2d2_lazy_repredict", str2bool, False,
+                         "True: R2 freezes a copy of that network and gives each row its logits "
+                         "when training first reads it (the full pass's values, computed only for "
+                         "the rows read before the next reprediction; one process only)"),
             SSL_Argument("--r2d2_store_dtype", str, "fp32",
                          "kept precision of the pseudo-label store: fp32, bf16 or fp16 "
                          "(computations stay fp32)"),

@@ -7,7 +7,7 @@ model's device; only the kept copy is in the chosen dtype and place.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -138,34 +138,40 @@ class PseudoLabelStore:
         """argmax ỹ_i for the fine-tune stage."""
         return self.read(idx).argmax(dim=-1)
 
-    def chunks(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """(fp32 logits, true labels) of consecutive row blocks, on ``device``."""
+    def chunks(self, mask: Optional[torch.Tensor] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(fp32 logits, true labels) of consecutive row blocks, on ``device``; only the rows
+        where ``mask`` (one bool per kept row) is true, when given."""
         for start in range(0, self.logits.shape[0], STATS_CHUNK):
-            rows = self.logits[start:start + STATS_CHUNK]
-            yield (rows.to(self.compute_device, torch.float32),
-                   self.true_labels[start:start + STATS_CHUNK].to(self.compute_device))
+            rows = self.logits[start:start + STATS_CHUNK].to(self.compute_device, torch.float32)
+            labels = self.true_labels[start:start + STATS_CHUNK].to(self.compute_device)
+            if mask is not None:
+                keep = mask[start:start + STATS_CHUNK].to(self.compute_device)
+                rows, labels = rows[keep], labels[keep]
+            yield rows, labels
 
-    def mean_entropy(self) -> float:
-        """Mean entropy H(softmax(ỹ)) over the store, in nats."""
-        total = 0.0
-        for rows, _ in self.chunks():
+    def mean_entropy(self, mask: Optional[torch.Tensor] = None) -> float:
+        """Mean entropy H(softmax(ỹ)) over the store (or its rows where ``mask`` is true), in
+        nats; NaN over no rows."""
+        total = count = 0.0
+        for rows, _ in self.chunks(mask):
             log_p = torch.log_softmax(rows, dim=-1)
             total += float(-(log_p.exp() * log_p).sum(dim=-1).sum())
-        (total,) = self.reduced(total)
-        return total / max(self.num_samples, 1)
+            count += len(rows)
+        total, count = self.reduced(total, count)
+        return total / count if count else float("nan")
 
-    def accuracy(self) -> float:
-        """Share of entries whose argmax ỹ is the true label; NaN (absent) unless every true
-        label is known. With a -1 (unknown, as with ``npz`` data) the known ones are at most the
-        labeled samples that USB also puts in the unlabeled set, which say nothing about the
-        pseudo-labels."""
-        hits = known = 0
-        for rows, labels in self.chunks():
-            mask = labels >= 0
-            hits += int((rows[mask].argmax(dim=-1) == labels[mask]).sum())
-            known += int(mask.sum())
-        hits, known = self.reduced(hits, known)
-        return hits / known if 0 < known == self.num_samples else float("nan")
+    def accuracy(self, mask: Optional[torch.Tensor] = None) -> float:
+        """Share of entries (of the rows where ``mask`` is true) whose argmax ỹ is the true
+        label; NaN (absent) over no rows and unless every true label is known. With a -1
+        (unknown, as with ``npz`` data) the known ones are at most the labeled samples that USB
+        also puts in the unlabeled set, which say nothing about the pseudo-labels."""
+        hits = counted = 0
+        for rows, labels in self.chunks(mask):
+            hits += int((rows.argmax(dim=-1) == labels).sum())
+            counted += len(rows)
+        unknown = int((self.true_labels < 0).sum())
+        hits, counted, unknown = self.reduced(hits, counted, unknown)
+        return hits / counted if counted and not unknown else float("nan")
 
     def nbytes(self) -> int:
         """Bytes of the kept logits."""

@@ -33,6 +33,7 @@ REFERENCE_OTHER: Dict[str, str] = {
     "r2d2_finetune_iter": f"{_FINETUNE} epochs",
     "r2d2_repredict_period": f"{_R2 // 4} epochs (4 periods, one per lr)",
     "r2d2_repredict_from": "`network`",
+    "r2d2_lazy_repredict": "— (a full pass every time)",
     "r2d2_store_device": "— (CPU memory there)",
 }
 

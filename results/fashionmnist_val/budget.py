@@ -1,0 +1,78 @@
+"""Error against budget on the validation split (issue 16, item 2): r2d2, supervised and
+FixMatch at 4000 labels, seed 0, from the ``budget_<iterations>/`` bench folders (each has the
+command that made it in ``COMMAND``). Writes ``budget.md`` and ``budget.png`` here. Usage, from
+the repository root: python results/fashionmnist_val/budget.py
+
+A budget is given in iterations and in epochs of the unlabeled set: 48 unlabeled rows a step
+over the 14,000 rows of ``make_npz.py``'s 4000-label file (10,000-image pool + the labeled set).
+"""
+import glob
+import os
+import re
+from typing import Dict
+
+from r2d2_plugin.tools.common import read_rows
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ALGORITHMS = ("supervised", "fixmatch", "r2d2")
+UNLABELED_PER_STEP, UNLABELED_ROWS = 48, 14000
+
+
+def read() -> Dict[int, Dict[str, float]]:
+    """{iterations: {algorithm: error %}} of every finished run."""
+    table: Dict[int, Dict[str, float]] = {}
+    for folder in glob.glob(os.path.join(HERE, "budget_*")):
+        iterations = int(re.search(r"budget_(\d+)$", folder).group(1))
+        rows = read_rows(os.path.join(folder, "runs.csv"))
+        table[iterations] = {r["algorithm"]: float(r["error_pct"]) for r in rows}
+    return dict(sorted(table.items()))
+
+
+def epochs(iterations: int) -> float:
+    return iterations * UNLABELED_PER_STEP / UNLABELED_ROWS
+
+
+def markdown(table: Dict[int, Dict[str, float]]) -> str:
+    lines = ["Validation error % at 4000 labels, seed 0 (one seed: no std), by budget. "
+             "Made by `python results/fashionmnist_val/budget.py`.", "",
+             "| iterations | epochs of the unlabeled set | " + " | ".join(ALGORITHMS)
+             + " | r2d2 − supervised |", "|---" * (len(ALGORITHMS) + 3) + "|"]
+    for iterations, errors in table.items():
+        cells = [f"{errors[a]:.2f}" if a in errors else "—" for a in ALGORITHMS]
+        gap = (f"{errors['r2d2'] - errors['supervised']:+.2f}"
+               if "r2d2" in errors and "supervised" in errors else "—")
+        lines.append(f"| {iterations} | {epochs(iterations):.1f} | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: Dict[int, Dict[str, float]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for algorithm in ALGORITHMS:
+        points = [(epochs(it), e[algorithm]) for it, e in table.items() if algorithm in e]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=algorithm)
+    ax.set_xscale("log")
+    ax.set_xlabel("budget, epochs of the 14k unlabeled rows (log)")
+    ax.set_ylabel("validation error % (seed 0)")
+    ax.set_title("Fashion-MNIST, 4000 labels, validation split")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    table = read()
+    with open(os.path.join(HERE, "budget.md"), "w") as f:
+        f.write(markdown(table))
+    plot(table, os.path.join(HERE, "budget.png"))
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()
