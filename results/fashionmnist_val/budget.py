@@ -56,6 +56,8 @@ def plot(table: Dict[int, Dict[str, float]], path: str) -> None:
         if points:
             ax.plot(*zip(*points), marker="o", label=algorithm)
     ax.set_xscale("log")
+    ax.set_xticks([epochs(it) for it in table], [f"{epochs(it):.1f}\n({it} it.)" for it in table])
+    ax.minorticks_off()
     ax.set_xlabel("budget, epochs of the 14k unlabeled rows (log)")
     ax.set_ylabel("validation error % (seed 0)")
     ax.set_title("Fashion-MNIST, 4000 labels, validation split")
