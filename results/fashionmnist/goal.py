@@ -89,7 +89,9 @@ def first_and_last_store_acc(curve: str) -> Tuple[float, float]:
 def warmup_section(table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]]) -> List[str]:
     lines = ["### Where R2-D2 works: the warm-up's predictions against the end", "",
              "Means over the seeds each variant and supervised have both finished. Pseudo-label accuracy: "
-             "the store's argmax against the pool's true labels (60k rows, the labeled ones included). "
+             "the store's argmax against the pool's true labels (60k rows, the labeled ones included; "
+             "these runs repredicted in full passes: with lazy R2 the log covers the rows read since the "
+             "last reprediction, a random sample of the pool). "
              "Variant − supervised: per-seed differences, mean ± sample std (n − 1).", "",
              "| labels | variant | seeds | pseudo-label acc. after the warm-up | at the end | "
              "final error % | supervised error % | variant − supervised |", "|---|---|---|---|---|---|---|---|"]
