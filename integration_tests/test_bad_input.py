@@ -90,3 +90,15 @@ def test_config_error_survives_pickling():
     """A ConfigError raised in a spawned bench run reaches the parent whole."""
     error = pickle.loads(pickle.dumps(ConfigError("the problem", "the fix")))
     assert (type(error), str(error), error.fix) == (ConfigError, "the problem. Fix: the fix.", "the fix")
+
+
+def test_lazy_repredictions_under_ddp_are_refused_before_training(tmp_path):
+    """Lazy R2 keeps its frozen net and unfilled rows per process, so a run with several processes
+    stops in ``before_run`` with the fix (the DDP test runs cost a torchrun each; here the run is
+    told it is one of two processes)."""
+    alg, _ = build_alg(short_argv(tmp_path, "--r2d2_lazy_repredict", "True"))
+    alg.in_process_group, alg.world_size = (lambda: True), 2
+    with pytest.raises(ConfigError, match="r2d2_lazy_repredict works in one process, this run has 2") as err:
+        alg.repredictor.before_run(alg)
+    assert "r2d2_lazy_repredict: False under torchrun" in str(err.value)
+    assert alg.it == 0 and alg.repredictions == 0
