@@ -183,7 +183,7 @@ class RepredictHook(Hook):
         start = time.perf_counter()
         with self.predicting(algorithm) as model:
             if algorithm.args.r2d2_lazy_repredict:
-                self.frozen = copy.deepcopy(model).requires_grad_(False)
+                self.frozen = frozen_copy(model)
                 self.unfilled = torch.ones(len(algorithm.dataset_dict["train_ulb"]), dtype=torch.bool,
                                            device=algorithm.store.device)
             else:
@@ -235,9 +235,14 @@ class RepredictHook(Hook):
         if state is None:
             self.frozen = self.unfilled = None
             return
-        self.frozen = copy.deepcopy(unwrapped(algorithm.model)).eval().requires_grad_(False)
+        self.frozen = frozen_copy(unwrapped(algorithm.model))
         self.frozen.load_state_dict(state["net"])
         self.unfilled = state["unfilled"].to(algorithm.store.device)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode that takes no gradient (lazy R2's predicting net)."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
