@@ -45,7 +45,7 @@ def test_all_four_stages_through_usb_train(tmp_path):
     batches = {}
     train_step = alg.train_step
 
-    def recording_train_step(x_lb, y_lb, idx_ulb, x_ulb_w):
+    def recording_train_step(x_lb, y_lb, idx_ulb, x_ulb_w=None):
         batches[alg.it] = set(idx_ulb.tolist())
         return train_step(x_lb=x_lb, y_lb=y_lb, idx_ulb=idx_ulb, x_ulb_w=x_ulb_w)
 
@@ -120,3 +120,41 @@ def test_repredictions_from_usb_ema_weights(tmp_path):
     assert len(recorder.repredicted_at) == alg.repredictions > 2
     assert all(recorder.match_ema_after_repredict), recorder.match_ema_after_repredict
     assert min(recorder.network_gap_after_repredict) > 1e-3, recorder.network_gap_after_repredict
+
+
+class CountingTransform:
+    """The unlabeled set's own transform, counting the images it is applied to."""
+
+    def __init__(self, transform) -> None:
+        self.transform, self.calls = transform, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return self.transform(image)
+
+
+class ViewsPerStep(Hook):
+    """Records, for every iteration, how many unlabeled views its batch made."""
+
+    def __init__(self, counter: CountingTransform) -> None:
+        self.counter, self.seen, self.views = counter, 0, []
+
+    def after_train_step(self, alg) -> None:
+        self.views.append(self.counter.calls - self.seen)
+        self.seen = self.counter.calls
+
+
+def test_warmup_only_epochs_make_no_unlabeled_views(tmp_path):
+    """With 5 iterations per USB epoch, epoch 0 (iterations 0-4) lies inside the 8-iteration
+    warm-up: USB's unlabeled set makes no view for it; every later batch makes its uratio x
+    batch = 16 weak views, and the unlabeled set ends serving them with its own transform."""
+    alg, _ = build_alg(short_argv(tmp_path, "--epoch", "8"))
+    ulb = alg.dataset_dict["train_ulb"]
+    counter = CountingTransform(ulb.transform)
+    ulb.transform = counter
+    views = ViewsPerStep(counter)
+    alg.register_hook(views, "ViewsPerStep", "LOWEST")
+    alg.train()
+    assert alg.it == 40
+    assert views.views == [0] * 5 + [16] * 35
+    assert ulb.transform is counter and ulb.alg == alg.ULB_VIEWS

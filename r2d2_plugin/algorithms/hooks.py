@@ -253,12 +253,25 @@ def unwrapped(model: nn.Module) -> nn.Module:
 class WarmupViewsHook(Hook):
     """The warm-up stage trains on labeled data only: through USB epochs that lie wholly inside
     it, the unlabeled set serves indices only (``algorithm.ULB_VIEWS_WARMUP``, USB's
-    ``supervised`` name), so no unlabeled image is augmented for nothing; from the epoch that
-    reaches the D2 stage on, it serves ``algorithm.ULB_VIEWS``. Switched per epoch, when USB makes
-    the loader's iterator, so loader workers see it too."""
+    ``supervised`` name) and its transform is ``no_view``, so no unlabeled image is augmented
+    for nothing (USB's BasicDataset applies the weak transform before it looks at the name);
+    from the epoch that reaches the D2 stage on, it serves ``algorithm.ULB_VIEWS`` with its own
+    transform. Switched per epoch, when USB makes the loader's iterator, so loader workers see
+    it too."""
+
+    def __init__(self) -> None:
+        self.transform: Any = None
 
     def before_train_epoch(self, algorithm: Any) -> None:
+        ulb = algorithm.dataset_dict["train_ulb"]
+        if self.transform is None:
+            self.transform = ulb.transform
         last_it = (algorithm.epoch + 1) * algorithm.num_iter_per_epoch - 1
         warmup_only = algorithm.schedule.stage(last_it) == 1
-        algorithm.dataset_dict["train_ulb"].alg = (algorithm.ULB_VIEWS_WARMUP if warmup_only
-                                                   else algorithm.ULB_VIEWS)
+        ulb.alg = algorithm.ULB_VIEWS_WARMUP if warmup_only else algorithm.ULB_VIEWS
+        ulb.transform = no_view if warmup_only else self.transform
+
+
+def no_view(image: Any) -> None:
+    """The unlabeled set's transform through warm-up-only epochs: no view is made."""
+    return None

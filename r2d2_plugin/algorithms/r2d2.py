@@ -51,8 +51,8 @@ class R2D2(AlgorithmBase):
 
     # The unlabeled views USB's BasicDataset serves, chosen by algorithm name: weak only.
     ULB_VIEWS = "pseudolabel"
-    # Views served through warm-up-only epochs (``WarmupViewsHook``); None: ``ULB_VIEWS`` throughout.
-    ULB_VIEWS_WARMUP: Optional[str] = None
+    # Through warm-up-only epochs (``WarmupViewsHook``): indices only, USB's ``supervised`` name.
+    ULB_VIEWS_WARMUP = "supervised"
     # Default of ``r2d2_repredict_from``: the reference repredicts with the network.
     REPREDICT_FROM_DEFAULT = "network"
 
@@ -98,8 +98,7 @@ class R2D2(AlgorithmBase):
     def set_hooks(self) -> None:
         self.repredictor = RepredictHook()
         self.register_hook(self.repredictor, "RepredictHook", "HIGHEST")
-        if self.ULB_VIEWS_WARMUP is not None:
-            self.register_hook(WarmupViewsHook(), "WarmupViewsHook", "HIGHEST")
+        self.register_hook(WarmupViewsHook(), "WarmupViewsHook", "HIGHEST")
         super().set_hooks()
 
     def labeled_targets(self, y_lb: torch.Tensor) -> torch.Tensor:
@@ -107,7 +106,8 @@ class R2D2(AlgorithmBase):
         return labeled_targets(y_lb, self.num_classes, self.labeled_logit)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
-                   x_ulb_w: torch.Tensor):
+                   x_ulb_w: Optional[torch.Tensor] = None):
+        """Through warm-up-only epochs USB serves no unlabeled views (``ULB_VIEWS_WARMUP``)."""
         return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w)
 
     def d2_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,

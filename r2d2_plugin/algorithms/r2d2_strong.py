@@ -34,10 +34,8 @@ class R2D2Strong(R2D2):
     its pseudo-labels from the EMA weights USB evaluates with.
     """
 
-    # USB's BasicDataset serves the weak and the strong view for FixMatch's name, and indices
-    # only for ``supervised``: the warm-up reads no unlabeled image, so none is augmented then.
+    # USB's BasicDataset serves the weak and the strong view for FixMatch's name.
     ULB_VIEWS = "fixmatch"
-    ULB_VIEWS_WARMUP = "supervised"
     # Chosen on the validation split: at this variant's lrs the network's predictions are much
     # noisier than its EMA's.
     REPREDICT_FROM_DEFAULT = "ema"
