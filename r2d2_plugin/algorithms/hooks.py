@@ -256,18 +256,21 @@ class WarmupViewsHook(Hook):
     ``supervised`` name) and its transform is ``no_view``, so no unlabeled image is augmented
     for nothing (USB's BasicDataset applies the weak transform before it looks at the name);
     from the epoch that reaches the D2 stage on, it serves ``algorithm.ULB_VIEWS`` with its own
-    transform. Switched per epoch, when USB makes the loader's iterator, so loader workers see
-    it too."""
+    transform, which it is given back after the run. Switched per epoch, when USB makes the
+    loader's iterator, so loader workers see it too."""
 
-    def __init__(self) -> None:
-        self.transform: Any = None
+    def before_run(self, algorithm: Any) -> None:
+        self.transform = algorithm.dataset_dict["train_ulb"].transform
 
     def before_train_epoch(self, algorithm: Any) -> None:
-        ulb = algorithm.dataset_dict["train_ulb"]
-        if self.transform is None:
-            self.transform = ulb.transform
         last_it = (algorithm.epoch + 1) * algorithm.num_iter_per_epoch - 1
-        warmup_only = algorithm.schedule.stage(last_it) == 1
+        self.serve(algorithm, warmup_only=algorithm.schedule.stage(last_it) == 1)
+
+    def after_run(self, algorithm: Any) -> None:
+        self.serve(algorithm, warmup_only=False)
+
+    def serve(self, algorithm: Any, warmup_only: bool) -> None:
+        ulb = algorithm.dataset_dict["train_ulb"]
         ulb.alg = algorithm.ULB_VIEWS_WARMUP if warmup_only else algorithm.ULB_VIEWS
         ulb.transform = no_view if warmup_only else self.transform
 
