@@ -4,9 +4,11 @@
 Per label count, means over the seeds that every algorithm involved has finished:
 - r2d2 at or under pseudolabel, and under supervised by at least half of FixMatch's gain over it;
 - r2d2_strong at or under FixMatch;
-- r2d2's run at most 0.6 x FixMatch's, in CPU and in wall seconds (one torch thread per run, two
-  runs side by side on a 2-core machine), over the seeds where neither run shared its core with
-  other work (``SHARED_CORE``: those runs' times are inflated, their accuracy is not).
+- r2d2's run at most 0.6 x FixMatch's, in CPU and in wall seconds: in the suite's runs (one torch
+  thread per run, two runs side by side on a 2-core machine) over the seeds where neither run
+  shared its core with other work (``SHARED_CORE``: those runs' times are inflated, their accuracy
+  is not), and in ``../fashionmnist_runtime_alone/<num_labels>/runs.csv`` where it exists (the
+  configs and code as they are now, one run at a time, alone on the machine).
 Then, per label count, how good the warm-up's predictions were (the pseudo-label accuracy of R2's
 first reprediction on the 60k pool, from ``curves/``) against what each R2-D2 variant ended with.
 """
@@ -19,6 +21,7 @@ import numpy as np
 from r2d2_plugin.tools.common import mean_pm_std, read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ALONE = os.path.join(HERE, "..", "fashionmnist_runtime_alone")
 NEEDED = ("r2d2", "r2d2_strong", "fixmatch", "pseudolabel", "supervised")
 # (num_labels, algorithm, seed) of the r2d2 and FixMatch runs that shared a core with other work.
 SHARED_CORE = {
@@ -65,19 +68,29 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> Li
         f"{sup - half_gain:.2f} | {verdict(r2d2 <= sup - half_gain)} | {r2d2 - (sup - half_gain):+.2f} points |",
         f"| r2d2_strong ≤ fixmatch | {strong:.2f} vs {fixmatch:.2f} | {verdict(strong <= fixmatch)} | "
         f"{strong - fixmatch:+.2f} points |",
-        *timing_rows(runs, clean), ""]
+        *timing_rows(runs, clean, "the suite's runs"), *alone_rows(num_labels), ""]
 
 
-def timing_rows(runs: Dict[str, Dict[int, Dict[str, float]]], seeds: List[int]) -> List[str]:
-    """The 0.6 x FixMatch bar in CPU and wall seconds, means over ``seeds``."""
+def timing_rows(runs: Dict[str, Dict[int, Dict[str, float]]], seeds: List[int], where: str) -> List[str]:
+    """The 0.6 x FixMatch bar in CPU and wall seconds, means over ``seeds`` of ``runs``."""
     if not seeds:
-        return ["| r2d2 run ≤ 0.6 × fixmatch's | no seed where both ran on a core of their own | — | — |"]
+        return [f"| r2d2 run ≤ 0.6 × fixmatch's ({where}) | no seed where both ran on a core of their own | — | — |"]
     rows = []
     for key, unit in (("cpu_seconds", "CPU s"), ("train_seconds", "wall s")):
         ratio = np.mean([runs["r2d2"][s][key] for s in seeds]) / np.mean([runs["fixmatch"][s][key] for s in seeds])
-        rows.append(f"| r2d2 run ≤ 0.6 × fixmatch's ({unit}, {seeds_label(seeds)}) | {ratio:.2f} × | "
+        rows.append(f"| r2d2 run ≤ 0.6 × fixmatch's ({where}, {unit}, {seeds_label(seeds)}) | {ratio:.2f} × | "
                     f"{verdict(ratio <= 0.6)} | {ratio - 0.6:+.2f} |")
     return rows
+
+
+def alone_rows(num_labels: int) -> List[str]:
+    """The run-time bar from ``ALONE/<num_labels>`` (one run at a time), where it was measured."""
+    path = os.path.join(ALONE, str(num_labels), "runs.csv")
+    if not os.path.isfile(path):
+        return []
+    runs = read(path)[num_labels]
+    seeds = sorted(set(runs.get("r2d2", {})) & set(runs.get("fixmatch", {})))
+    return timing_rows(runs, seeds, f"one at a time, `fashionmnist_runtime_alone/{num_labels}`")
 
 
 def first_and_last_store_acc(curve: str) -> Tuple[float, float]:
