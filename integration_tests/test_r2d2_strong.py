@@ -30,11 +30,11 @@ STRONG_STAGES = ["--r2d2_warmup_iter", "200", "--r2d2_d2_iter", "300", "--r2d2_r
                  "--r2d2_repredict_period", "60", "--r2d2_finetune_iter", "50", "--r2d2_lambda", "500",
                  "--r2d2_lr_d2", "0.15", "--r2d2_lr_r2", "0.15,0.1,0.05,0.005"]
 # Measured, r2d2_strong minus supervised (same budget), by
-# `python integration_tests/measure_margins.py strong SEED THREADS` (results/test_margins/), with
-# the warm-up making no unlabeled view: 1 torch thread, seeds 0-2: top-1 +0.062 / +0.094 / +0.049,
-# pseudo-labels +0.043 / +0.105 / +0.067. Before that change (the runs differ in their random
-# draws only): seeds 0-4 at 1 and 2 threads, top-1 +0.057 to +0.114, pseudo-labels +0.043 to
-# +0.110. Faithful r2d2 on the same short schedule (seed 0) stays under the control (0.832), and
+# `python integration_tests/measure_margins.py strong SEED THREADS` (results/test_margins/), the
+# code as it is (digits_cnn channels-last): 1 torch thread, seeds 0-2: top-1 +0.062 / +0.084 /
+# +0.050, pseudo-labels +0.045 / +0.097 / +0.064. Earlier code (the default memory layout; before
+# it, warm-up epochs with unlabeled views): seeds 0-4 at 1 and 2 threads, top-1 +0.049 to +0.114,
+# pseudo-labels +0.043 to +0.110. Faithful r2d2 on the same short schedule (seed 0) stays under the control (0.832), and
 # so does the variant with its unlabeled logits detached from the loss (seed 0, 1 thread: top-1
 # 0.852, -0.005; pseudo-labels 0.859, -0.021): the margins need the unlabeled term. Margins: under
 # half the smallest difference (+0.049 / +0.043).

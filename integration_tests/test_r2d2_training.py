@@ -79,12 +79,13 @@ def test_all_four_stages_through_usb_train(tmp_path):
 
 # Measured (final EMA top-1 on the 596-image eval set; pseudo-label accuracy against the control's
 # EMA accuracy on the unlabeled set), r2d2 minus supervised, by
-# `python integration_tests/measure_margins.py main SEED THREADS` (results/test_margins/), with
-# the warm-up making no unlabeled view (WarmupViewsHook):
-#   1 torch thread, seeds 0-2:  top-1 +0.054 / +0.062 / +0.035, pseudo-labels +0.030 / +0.085 / +0.059
-#   2 torch threads, seed 0:    top-1 +0.042, pseudo-labels +0.023
-# Before that change (the runs differ in their random draws only), seeds 0-4 at 1 and 2 threads:
-# top-1 +0.025 to +0.067, pseudo-labels +0.019 to +0.072.
+# `python integration_tests/measure_margins.py main SEED THREADS` (results/test_margins/), the
+# code as it is (digits_cnn channels-last):
+#   1 torch thread, seeds 0-2:  top-1 +0.062 / +0.052 / +0.044, pseudo-labels +0.035 / +0.065 / +0.057
+#   2 torch threads, seed 0:    top-1 +0.034, pseudo-labels +0.022
+# Earlier code (the default memory layout; before it, warm-up epochs with unlabeled views: the runs
+# differ in rounding or random draws only), seeds 0-4 at 1 and 2 threads: top-1 +0.025 to +0.067,
+# pseudo-labels +0.019 to +0.085.
 # With the unlabeled logits detached from the loss (seed 0, 1 thread) the run ends at the
 # control: top-1 0.854 - 0.856 = -0.002, pseudo-labels 0.869 - 0.883 = -0.014, both failing.
 # The margins are at most half the smallest measured difference (+0.025 / +0.019).
