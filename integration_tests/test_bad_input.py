@@ -29,6 +29,8 @@ BAD = {
     "beta < 0": (["--r2d2_beta", "-0.03"], "r2d2_beta=-0.03 must be >= 0"),
     "unknown repredict weights": (["--r2d2_repredict_from", "teacher"],
                                   "r2d2_repredict_from='teacher' is not a set of weights"),
+    "unknown labeled loss": (["--r2d2_labeled_loss", "mse"],
+                             "r2d2_labeled_loss='mse' is not a labeled loss"),
     "lambda = 0": (["--r2d2_lambda", "0"], "r2d2_lambda=0.0 must be > 0"),
     "lambda < 0": (["--r2d2_lambda", "-5"], "r2d2_lambda=-5.0 must be > 0"),
     "stages do not fit": (["--r2d2_r2_iter", "30"], "add up to 54, not num_train_iter=40"),

@@ -160,6 +160,36 @@ def test_d2_step_loss_gradient_and_store_step(tmp_path, extra, batch, lam):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_labeled_ce_step(tmp_path):
+    """``r2d2_labeled_loss: ce``: after the warm-up the labeled samples train with USB's
+    supervised loss, cross-entropy toward their labels averaged over the labeled samples, and
+    the unlabeled ones with the D2 loss summed over them and divided by the whole batch B."""
+    alg, _ = build_alg(argv(tmp_path, "--r2d2_warmup_iter", "0", "--r2d2_d2_iter", "16",
+                            "--r2d2_labeled_loss", "ce"))
+    data = first_batch(alg)
+    y, idx = data["y_lb"], data["idx_ulb"]
+    num_lb, batch = len(y), len(y) + len(idx)
+    before = alg.store.logits.clone()
+    with network_logits(alg.model) as seen:
+        out_dict, log_dict = alg.train_step(**data)
+    (z,) = seen
+    lb, ulb = z.detach().split([num_lb, len(idx)])
+    assert log_dict["r2d2/stage"] == 2
+    assert log_dict["train/sup_loss"] == pytest.approx(cross_entropy(lb, y).mean().item(), rel=1e-5)
+    unsup = (ALPHA * kl(ulb, before[idx]) + BETA * entropy(ulb)).sum() / batch
+    assert log_dict["train/unsup_loss"] == pytest.approx(unsup.item(), rel=1e-5)
+
+    # ∂CE/∂z = softmax(z) − onehot(y), over the labeled samples' mean.
+    out_dict["loss"].backward()
+    grad_lb, grad_ulb = z.grad.split([num_lb, len(idx)])
+    torch.testing.assert_close(grad_lb, (torch.softmax(lb, -1) - F.one_hot(y, CLASSES)) / num_lb,
+                               rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(grad_ulb, (ALPHA * kl_grad(ulb, before[idx]) + BETA * entropy_grad(ulb))
+                               / batch, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(alg.store.logits, store_step(before, idx, ulb, 187.5, batch),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("extra", [
     [],  # the variant's defaults: T 1, no threshold, entropy term on the weak view
     ["--r2d2_strong_T", "0.5", "--r2d2_strong_threshold", "0.9", "--r2d2_strong_entropy_view", "strong"],

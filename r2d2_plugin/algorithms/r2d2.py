@@ -24,6 +24,8 @@ from .hooks import RepredictHook, WarmupViewsHook
 
 # The weights R2 may repredict with.
 REPREDICT_FROM = ("network", "ema")
+# The losses labeled samples may train with after the warm-up.
+LABELED_LOSSES = ("d2", "ce")
 # The metrics R2-D2 adds to USB's log dict (the store-wide ones on log and eval iterations).
 METRIC_KEYS = ("r2d2/stage", "r2d2/repredictions", "r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc")
 
@@ -39,6 +41,9 @@ class R2D2(AlgorithmBase):
         - r2d2_alpha, r2d2_beta: weights of the KL and entropy terms (0.1, 0.03)
         - r2d2_lambda: store learning rate λ (default: the reference's λα/B per-sample step)
         - r2d2_labeled_logit: logit at the true class of a labeled sample's fixed target (10)
+        - r2d2_labeled_loss: d2 (the reference: labeled samples in the D2 loss toward their fixed
+          targets, within the batch mean) or ce (USB's supervised loss, as in the warm-up:
+          cross-entropy, mean over the labeled samples) after the warm-up
         - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
         - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
         - r2d2_repredict_from: network (the reference) or ema (USB's EMA weights, the ones it
@@ -139,7 +144,8 @@ class R2D2(AlgorithmBase):
                 else:
                     targets = torch.cat((self.labeled_targets(y_lb), self.store.read(idx_ulb)))
                     per_sample = self.per_sample_loss(trained, targets, num_lb, logits_w)
-                sup_loss = per_sample[:num_lb].sum() / batch
+                sup_loss = (self.ce_loss(trained[:num_lb], y_lb, reduction="mean")
+                            if self.args.r2d2_labeled_loss == "ce" else per_sample[:num_lb].sum() / batch)
                 unsup_loss = per_sample[num_lb:].sum() / batch
             total_loss = sup_loss + unsup_loss
         self.check_finite(total_loss, stage)
@@ -253,6 +259,10 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_lambda", float, None,
                          "store lr λ; default 4000·B/512 (the reference's step at batch B)"),
             SSL_Argument("--r2d2_labeled_logit", float, 10.0, "true-class logit of labeled targets"),
+            SSL_Argument("--r2d2_labeled_loss", str, "d2",
+                         "labeled samples' loss after the warm-up: d2 (the reference: the D2 loss "
+                         "toward their fixed targets, in the batch mean) or ce (USB's supervised "
+                         "cross-entropy, mean over the labeled samples)"),
             SSL_Argument("--r2d2_warmup_iter", int, None,
                          "stage 1 length (all four unset: num_train_iter split 300:300:300:50)"),
             SSL_Argument("--r2d2_d2_iter", int, None, "stage 2 length"),
@@ -299,6 +309,9 @@ def check_loss_options(args: Any) -> None:
     if args.r2d2_repredict_from not in REPREDICT_FROM:
         raise ConfigError(f"r2d2_repredict_from={args.r2d2_repredict_from!r} is not a set of weights",
                           f"set it to one of {', '.join(REPREDICT_FROM)}")
+    if args.r2d2_labeled_loss not in LABELED_LOSSES:
+        raise ConfigError(f"r2d2_labeled_loss={args.r2d2_labeled_loss!r} is not a labeled loss",
+                          f"set it to one of {', '.join(LABELED_LOSSES)}")
     check_store_options(args.r2d2_store_dtype, args.r2d2_store_device)
 
 

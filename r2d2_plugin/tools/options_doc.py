@@ -20,8 +20,9 @@ from ..core.loss import REFERENCE_BATCH, REFERENCE_LAMBDA
 from ..core.schedule import REFERENCE_STAGE_EPOCHS
 
 # Options whose default is the reference code's (R2D2.pytorch) value.
-REFERENCE_IS_DEFAULT = ("r2d2_alpha", "r2d2_beta", "r2d2_labeled_logit", "r2d2_lr_d2", "r2d2_lr_r2",
-                        "r2d2_lr_finetune", "r2d2_use_r2", "r2d2_store_dtype")
+REFERENCE_IS_DEFAULT = ("r2d2_alpha", "r2d2_beta", "r2d2_labeled_logit", "r2d2_labeled_loss",
+                        "r2d2_lr_d2", "r2d2_lr_r2", "r2d2_lr_finetune", "r2d2_use_r2",
+                        "r2d2_store_dtype")
 _WARMUP, _D2, _R2, _FINETUNE = REFERENCE_STAGE_EPOCHS
 # The reference's setting of the options whose default is not written the same way.
 REFERENCE_OTHER: Dict[str, str] = {
