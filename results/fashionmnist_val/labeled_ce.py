@@ -4,10 +4,11 @@ after ``make_npz.py``'s files, into that folder). Writes ``labeled_ce.md`` here 
 curves (USB's EMA top-1 on the validation split every 500 iterations; error % = 100 − final).
 Usage, from the repository root: python results/fashionmnist_val/labeled_ce.py
 """
-import csv
 import glob
 import os
-from typing import List
+from typing import List, Tuple
+
+from r2d2_plugin.tools.common import read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF_LOSS, CE = "reference (D2 loss)", "**ce**"
@@ -42,10 +43,11 @@ RUNS = {
 }
 
 
-def curve(folder: str) -> List[tuple]:
+def curve(folder: str) -> Tuple[int, List[Tuple[int, float]]]:
+    """The run's seed and its (iteration, EMA top-1 %) evaluations."""
     (path,) = glob.glob(os.path.join(HERE, "labeled_ce", folder, "curves", "*.csv"))
     seed = int(path.rsplit("seed", 1)[1].split(".")[0])
-    rows = [r for r in csv.DictReader(open(path)) if r["eval/top-1-acc"]]
+    rows = [r for r in read_rows(path) if r["eval/top-1-acc"]]
     return seed, [(int(r["iteration"]), 100 * float(r["eval/top-1-acc"])) for r in rows]
 
 
