@@ -245,6 +245,9 @@ def test_lazy_repredictions_train_as_the_full_pass(tmp_path, case):
     full, lazy = runs["False"], runs["True"]
     assert full.repredictions == lazy.repredictions == 6 and full.repredictor.filled() is None
     assert (lazy.repredictor.view is None) == (case != "array")
+    # The frozen net predicts with digits_cnn's three BatchNorms folded into its convolutions.
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lazy.repredictor.frozen.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in lazy.model.modules()) == 3
     filled = lazy.repredictor.filled()
     # Only the fine-tune's 8 iterations x 16 unlabeled rows follow the last reprediction.
     assert 0 < int(filled.sum()) <= 8 * 16 < len(filled)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from semilearn.core.hooks import Hook
@@ -77,14 +78,15 @@ class RepredictHook(Hook):
     transform, no gradient; with USB's EMA weights swapped in, as its evaluation does, when
     ``r2d2_repredict_from`` is ema). Also logs each stage boundary.
 
-    With ``r2d2_lazy_repredict`` a reprediction keeps a frozen copy of that network instead of
-    passing over the whole set, and ``fill`` gives each row its logits when training first reads
-    it (``R2D2.d2_step``): the values of the full pass, computed only for the rows read before
-    the next reprediction. One process only."""
+    A reprediction predicts with a frozen copy of that network (``freeze``). With
+    ``r2d2_lazy_repredict`` it does not pass over the whole set: ``fill`` gives each row its
+    logits when training first reads it (``R2D2.d2_step``): the values of the full pass,
+    computed only for the rows read before the next reprediction. One process only."""
 
     def __init__(self) -> None:
         self.view: Optional[ArrayEvalView] = None
         self.frozen: Optional[nn.Module] = None
+        self.frozen_state: Optional[Dict[str, torch.Tensor]] = None
         # Lazy R2: the rows not yet filled from ``frozen`` (None: every row is up to date).
         self.unfilled: Optional[torch.Tensor] = None
 
@@ -179,19 +181,27 @@ class RepredictHook(Hook):
     @torch.no_grad()
     def repredict(self, algorithm: Any) -> None:
         """R2: the store takes the network's logits, at once or, with ``r2d2_lazy_repredict``,
-        row by row through ``fill``."""
+        row by row through ``fill``; either way from ``freeze``'s copy of the predicting net."""
         start = time.perf_counter()
         with self.predicting(algorithm) as model:
-            if algorithm.args.r2d2_lazy_repredict:
-                self.frozen = frozen_copy(model)
-                self.unfilled = torch.ones(len(algorithm.dataset_dict["train_ulb"]), dtype=torch.bool,
-                                           device=algorithm.store.device)
-            else:
-                self.full_pass(algorithm, model)
+            self.freeze(model)
+        if algorithm.args.r2d2_lazy_repredict:
+            self.unfilled = torch.ones(len(algorithm.dataset_dict["train_ulb"]), dtype=torch.bool,
+                                       device=algorithm.store.device)
+        else:
+            self.full_pass(algorithm)
         algorithm.repredicted(time.perf_counter() - start)
 
-    def full_pass(self, algorithm: Any, model: nn.Module) -> None:
-        """Overwrite the store with ``model``'s logits. Under DDP each process predicts its
+    def freeze(self, model: nn.Module) -> None:
+        """Keep a copy of ``model`` to predict with: in eval mode, without gradients, its
+        BatchNorm folded into the convolutions (``fold_batchnorm``); its weights before folding
+        are what a checkpoint saves."""
+        net = copy.deepcopy(model).eval().requires_grad_(False)
+        self.frozen_state = net.state_dict()
+        self.frozen = fold_batchnorm(net)
+
+    def full_pass(self, algorithm: Any) -> None:
+        """Overwrite the store with the frozen net's logits. Under DDP each process predicts its
         share, batch by batch, the same number of batches on every process (a finished share
         sends an empty one); the store exchanges what it needs (``assign_share``)."""
         device, batch_size, batches = self.device(algorithm), algorithm.args.eval_batch_size, self.batches(algorithm)
@@ -203,9 +213,9 @@ class RepredictHook(Hook):
                 idx = torch.empty(0, dtype=torch.long, device=device)
                 logits = torch.empty(0, algorithm.num_classes, device=device)
             else:
-                idx, logits = batch[0], model(batch[1])["logits"].float()
+                idx, logits = batch[0], self.frozen(batch[1])["logits"].float()
             algorithm.store.assign_share(idx, logits, batch_size)
-        self.frozen = self.unfilled = None
+        self.frozen = self.frozen_state = self.unfilled = None
 
     @torch.no_grad()
     def fill(self, algorithm: Any, idx: torch.Tensor) -> None:
@@ -229,20 +239,30 @@ class RepredictHook(Hook):
         """What a checkpoint needs to go on filling rows: the frozen net and the unfilled rows."""
         if self.unfilled is None:
             return None
-        return {"net": self.frozen.state_dict(), "unfilled": self.unfilled.cpu()}
+        return {"net": self.frozen_state, "unfilled": self.unfilled.cpu()}
 
     def load_state_dict(self, algorithm: Any, state: Optional[Dict[str, Any]]) -> None:
         if state is None:
-            self.frozen = self.unfilled = None
+            self.frozen = self.frozen_state = self.unfilled = None
             return
-        self.frozen = frozen_copy(unwrapped(algorithm.model))
-        self.frozen.load_state_dict(state["net"])
+        net = copy.deepcopy(unwrapped(algorithm.model))
+        net.load_state_dict(state["net"])
+        self.freeze(net)
         self.unfilled = state["unfilled"].to(algorithm.store.device)
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode that takes no gradient (lazy R2's predicting net)."""
-    return copy.deepcopy(model).eval().requires_grad_(False)
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold, in place, each BatchNorm2d with running statistics that directly follows a Conv2d
+    in an ``nn.Sequential`` into that convolution (torch's ``fuse_conv_bn_eval``; the BatchNorm
+    becomes an identity): for a net in eval mode the same function up to float rounding, one
+    pass over the activations fewer (``digits_cnn`` predicts about a third faster on one CPU
+    thread). Other layouts, such as WRN's BatchNorm before its convolutions, stay as they are."""
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.running_mean is not None:
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return net
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
