@@ -184,7 +184,7 @@ class RepredictHook(Hook):
         row by row through ``fill``; either way from ``freeze``'s copy of the predicting net."""
         start = time.perf_counter()
         with self.predicting(algorithm) as model:
-            self.freeze(model)
+            self.freeze(copy.deepcopy(model))
         if algorithm.args.r2d2_lazy_repredict:
             self.unfilled = torch.ones(len(algorithm.dataset_dict["train_ulb"]), dtype=torch.bool,
                                        device=algorithm.store.device)
@@ -192,11 +192,11 @@ class RepredictHook(Hook):
             self.full_pass(algorithm)
         algorithm.repredicted(time.perf_counter() - start)
 
-    def freeze(self, model: nn.Module) -> None:
-        """Keep a copy of ``model`` to predict with: in eval mode, without gradients, its
-        BatchNorm folded into the convolutions (``fold_batchnorm``); its weights before folding
-        are what a checkpoint saves."""
-        net = copy.deepcopy(model).eval().requires_grad_(False)
+    def freeze(self, net: nn.Module) -> None:
+        """Keep ``net``, a copy of the predicting net, to predict with: in eval mode, without
+        gradients, its BatchNorm folded into the convolutions (``fold_batchnorm``); its weights
+        before folding are what a checkpoint saves."""
+        net.eval().requires_grad_(False)
         self.frozen_state = net.state_dict()
         self.frozen = fold_batchnorm(net)
 
