@@ -58,6 +58,7 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
+    text = markdown()
     with open(os.path.join(HERE, "pool50k_40.md"), "w") as f:
-        f.write(markdown())
-    print(markdown())
+        f.write(text)
+    print(text)
