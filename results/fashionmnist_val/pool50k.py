@@ -1,7 +1,8 @@
-"""r2d2_strong against FixMatch at 40 labels on the validation split with the whole 50k pool
-(issue 16, item 2): each sub-folder of ``pool50k_40/`` is one bench run over seeds 0, 1, 2 (its
-``COMMAND``, from the repository root; the built-in ``fashionmnist`` with ``eval_split: val``).
-Writes ``pool50k_40.md`` here from the runs' ``runs.csv``.
+"""r2d2_strong against FixMatch on the validation split with the whole 50k pool (issue 16, item
+2): at 40 labels each sub-folder of ``pool50k_40/`` is one setting run over seeds 0, 1, 2;
+``pool50k_250/`` holds both algorithms' configs at 250 labels (each folder's ``COMMAND``, from
+the repository root; the built-in ``fashionmnist`` with ``eval_split: val``). Writes
+``pool50k.md`` here from the runs' ``runs.csv``.
 Usage, from the repository root: python results/fashionmnist_val/pool50k.py
 """
 import os
@@ -27,10 +28,11 @@ RUNS = {
 }
 
 
-def errors(folder: str) -> Dict[int, float]:
-    """Seed -> final error % of the folder's finished runs."""
-    path = os.path.join(HERE, "pool50k_40", folder, "runs.csv")
-    return {int(r["seed"]): float(r["error_pct"]) for r in read_rows(path)} if os.path.exists(path) else {}
+def errors(folder: str, algorithm: str = "") -> Dict[int, float]:
+    """Seed -> final error % of the folder's finished runs (of ``algorithm`` only, if given)."""
+    path = os.path.join(HERE, folder, "runs.csv")
+    rows = read_rows(path) if os.path.exists(path) else []
+    return {int(r["seed"]): float(r["error_pct"]) for r in rows if r["algorithm"] == (algorithm or r["algorithm"])}
 
 
 def mean_std(values: List[float]) -> str:
@@ -38,14 +40,14 @@ def mean_std(values: List[float]) -> str:
 
 
 def markdown() -> str:
-    control, fixmatch = errors("control"), errors("fixmatch")
+    control, fixmatch = errors("pool50k_40/control"), errors("pool50k_40/fixmatch")
     lines = ["Validation error % at 40 labels, whole 50k pool, seeds 0 / 1 / 2. Mean ± sample std "
              "(n − 1) over seeds; the differences are per seed (same labeled set), then mean ± "
              "sample std. Made by `python results/fashionmnist_val/pool50k.py`.", "",
              "| folder | algorithm | stages | R2 periods | other | error % per seed | **mean ± std** "
              "| − control | − FixMatch |", "|---" * 9 + "|"]
     for folder, (algorithm, stages, periods, other) in RUNS.items():
-        err = errors(folder)
+        err = errors(f"pool50k_40/{folder}")
         if not err:
             continue
         seeds = sorted(err)
@@ -54,11 +56,21 @@ def markdown() -> str:
         per_seed = " / ".join(f"{err[s]:.2f}" for s in seeds)
         lines.append(f"| `{folder}` | {algorithm} | {stages} | {periods} | {other} | {per_seed} "
                      f"| **{mean_std(list(err.values()))}** | {vs[0]} | {vs[1]} |")
+    strong, fixmatch = errors("pool50k_250", "r2d2_strong"), errors("pool50k_250", "fixmatch")
+    seeds = sorted(set(strong) & set(fixmatch))
+    if seeds:
+        lines += ["", f"At 250 labels (`pool50k_250/`, each algorithm's 250-label config), seeds "
+                  f"{', '.join(map(str, seeds))}:", "",
+                  "| algorithm | error % per seed | **mean ± std** |", "|---|---|---|"]
+        for name, err in (("fixmatch", fixmatch), ("r2d2_strong", strong)):
+            per_seed = " / ".join(f"{err[s]:.2f}" for s in seeds)
+            lines.append(f"| {name} | {per_seed} | **{mean_std([err[s] for s in seeds])}** |")
+        lines += ["", f"r2d2_strong − FixMatch per seed: {mean_std([strong[s] - fixmatch[s] for s in seeds])}"]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     text = markdown()
-    with open(os.path.join(HERE, "pool50k_40.md"), "w") as f:
+    with open(os.path.join(HERE, "pool50k.md"), "w") as f:
         f.write(text)
     print(text)
