@@ -32,7 +32,7 @@ def errors(folder: str, algorithm: str = "") -> Dict[int, float]:
     """Seed -> final error % of the folder's finished runs (of ``algorithm`` only, if given)."""
     path = os.path.join(HERE, folder, "runs.csv")
     rows = read_rows(path) if os.path.exists(path) else []
-    return {int(r["seed"]): float(r["error_pct"]) for r in rows if r["algorithm"] == (algorithm or r["algorithm"])}
+    return {int(r["seed"]): float(r["error_pct"]) for r in rows if not algorithm or r["algorithm"] == algorithm}
 
 
 def mean_std(values: List[float]) -> str:
