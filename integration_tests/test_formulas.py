@@ -193,11 +193,12 @@ def test_labeled_ce_step(tmp_path):
 @pytest.mark.parametrize("extra", [
     [],  # the variant's defaults: T 1, no threshold, entropy term on the weak view
     ["--r2d2_strong_T", "0.5", "--r2d2_strong_threshold", "0.9", "--r2d2_strong_entropy_view", "strong"],
-], ids=["defaults", "T_threshold_strong_entropy"])
+    ["--r2d2_strong_T", "0.5", "--r2d2_strong_threshold", "0.9", "--r2d2_strong_target_loss", "hard"],
+], ids=["defaults", "T_threshold_strong_entropy", "hard_target"])
 def test_r2d2_strong_step(tmp_path, extra):
-    """``r2d2_strong``: the KL on the strong view toward softmax(ỹ / T), unlabeled samples whose
-    top target probability is below the threshold left out, the entropy on the chosen view; the
-    store descends from the weak view."""
+    """``r2d2_strong``: the KL on the strong view toward softmax(ỹ / T) (or the cross-entropy to
+    argmax ỹ), unlabeled samples whose top target probability is below the threshold left out,
+    the entropy on the chosen view; the store descends from the weak view."""
     alg, _ = build_alg(argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_warmup_iter", "0",
                             "--r2d2_d2_iter", "16", *extra))
     options = dict(zip(extra[::2], extra[1::2]))
@@ -218,8 +219,15 @@ def test_r2d2_strong_step(tmp_path, extra):
     if threshold:
         assert 0 < kept.sum() < num_ulb  # both cases occur in this batch
     entropy_view = strong if "strong" in extra else weak
+    hard = options.get("--r2d2_strong_target_loss") == "hard"
+    pseudo_label = F.one_hot(target.argmax(-1), CLASSES).float()
+    if hard:
+        target_term = -(pseudo_label * F.log_softmax(strong, -1)).sum(-1)
+        target_grad = torch.softmax(strong, -1) - pseudo_label
+    else:
+        target_term, target_grad = kl(strong, target), kl_grad(strong, target)
     sup = (ALPHA * kl(lb, labeled_targets(y)) + BETA * entropy(lb)).sum() / batch
-    unsup = ((ALPHA * kl(strong, target) + BETA * entropy(entropy_view)) * kept).sum() / batch
+    unsup = ((ALPHA * target_term + BETA * entropy(entropy_view)) * kept).sum() / batch
     assert log_dict["train/sup_loss"] == pytest.approx(sup.item(), rel=1e-5)
     assert log_dict["train/unsup_loss"] == pytest.approx(unsup.item(), rel=1e-5)
 
@@ -227,7 +235,7 @@ def test_r2d2_strong_step(tmp_path, extra):
     grad_lb, grad_weak, grad_strong = z.grad.split([num_lb, num_ulb, num_ulb])
     torch.testing.assert_close(grad_lb, (ALPHA * kl_grad(lb, labeled_targets(y)) + BETA * entropy_grad(lb))
                                / batch, rtol=1e-4, atol=1e-8)
-    expected_strong = ALPHA * kl_grad(strong, target) * kept[:, None] / batch
+    expected_strong = ALPHA * target_grad * kept[:, None] / batch
     expected_weak = torch.zeros_like(weak)
     if entropy_view is strong:
         expected_strong += BETA * entropy_grad(strong) * kept[:, None] / batch

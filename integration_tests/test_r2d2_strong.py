@@ -76,7 +76,8 @@ def test_repredictions_from_ema_by_default(tmp_path):
 
 
 @pytest.mark.parametrize("option, value", [("r2d2_strong_T", "0"), ("r2d2_strong_threshold", "1.5"),
-                                           ("r2d2_strong_entropy_view", "both")])
+                                           ("r2d2_strong_entropy_view", "both"),
+                                           ("r2d2_strong_target_loss", "soft")])
 def test_bad_variant_options_are_refused(tmp_path, option, value):
     with pytest.raises(ConfigError, match=option):
         get_config(short_argv(tmp_path, "--algorithm", "r2d2_strong", f"--{option}", value))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 
@@ -20,6 +21,7 @@ from .r2d2 import R2D2
 
 
 ENTROPY_VIEWS = ("strong", "weak")
+TARGET_LOSSES = ("d2", "hard")
 
 
 @ALGORITHMS.register("r2d2_strong")
@@ -30,6 +32,8 @@ class R2D2Strong(R2D2):
           below it are left out of the loss (0: none)
         - r2d2_strong_entropy_view: weak (default; chosen on the validation split) or strong, the
           view of the unlabeled samples' entropy term β·H(f)
+        - r2d2_strong_target_loss: d2 (default: α·KL(f ‖ softmax(ỹ / T)), D2's term) or hard
+          (α·CE(f, argmax ỹ), FixMatch's loss on the store's hard pseudo-label) for the strong view
     and ``r2d2_repredict_from`` defaults to ema here (chosen on the validation split): R2 takes
     its pseudo-labels from the EMA weights USB evaluates with.
     """
@@ -43,7 +47,7 @@ class R2D2Strong(R2D2):
     def __init__(self, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None):
         check_strong_options(args)
         self.T, self.threshold = args.r2d2_strong_T, args.r2d2_strong_threshold
-        self.entropy_view = args.r2d2_strong_entropy_view
+        self.entropy_view, self.target_loss = args.r2d2_strong_entropy_view, args.r2d2_strong_target_loss
         super().__init__(args, net_builder, tb_log, logger)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
@@ -53,19 +57,20 @@ class R2D2Strong(R2D2):
 
     def per_sample_loss(self, logits: torch.Tensor, target_logits: torch.Tensor, num_lb: int,
                         logits_w: torch.Tensor) -> torch.Tensor:
-        """D2 loss against the tempered targets, unlabeled samples below the threshold masked;
-        the entropy term of the unlabeled samples on the strong view (``logits``) or on the weak
-        one (``logits_w``)."""
+        """D2 loss against the tempered targets (for the unlabeled samples the hard pseudo-label's
+        cross-entropy instead, with ``r2d2_strong_target_loss: hard``), unlabeled samples below
+        the threshold masked; the entropy term of the unlabeled samples on the strong view
+        (``logits``) or on the weak one (``logits_w``)."""
         ulb_targets = target_logits[num_lb:] / self.T
         keep = torch.softmax(ulb_targets, dim=-1).max(dim=-1).values >= self.threshold
         targets = torch.cat((target_logits[:num_lb], ulb_targets))
         mask = torch.cat((torch.ones(num_lb, device=logits.device), keep.float()))
-        if self.entropy_view == "strong":
-            loss = d2_loss(logits, targets, self.alpha, self.beta)
-        else:
-            loss = (d2_loss(logits, targets, self.alpha, 0.0)
-                    + d2_loss(torch.cat((logits[:num_lb], logits_w)), targets, 0.0, self.beta))
-        return loss * mask
+        target_term = d2_loss(logits, targets, self.alpha, 0.0)
+        if self.target_loss == "hard":
+            hard = F.cross_entropy(logits[num_lb:], ulb_targets.argmax(dim=-1), reduction="none")
+            target_term = torch.cat((target_term[:num_lb], self.alpha * hard))
+        entropy_logits = logits if self.entropy_view == "strong" else torch.cat((logits[:num_lb], logits_w))
+        return (target_term + d2_loss(entropy_logits, targets, 0.0, self.beta)) * mask
 
     @classmethod
     def get_argument(cls):
@@ -76,6 +81,9 @@ class R2D2Strong(R2D2):
             SSL_Argument("--r2d2_strong_entropy_view", str, "weak",
                          "view whose prediction the entropy term of unlabeled samples is taken on: "
                          "strong or weak"),
+            SSL_Argument("--r2d2_strong_target_loss", str, "d2",
+                         "strong view's loss toward the store: d2 (α·KL to softmax(ỹ / T)) or hard "
+                         "(α·cross-entropy to argmax ỹ)"),
         ]
 
 
@@ -86,6 +94,9 @@ def check_strong_options(args: Any) -> None:
     if not 0 <= args.r2d2_strong_threshold < 1:
         raise ConfigError(f"r2d2_strong_threshold={args.r2d2_strong_threshold} must be in [0, 1)",
                           "set a probability below 1 (0 keeps every unlabeled sample)")
+    if args.r2d2_strong_target_loss not in TARGET_LOSSES:
+        raise ConfigError(f"r2d2_strong_target_loss={args.r2d2_strong_target_loss!r} is not a loss",
+                          f"set it to one of {', '.join(TARGET_LOSSES)}")
     if args.r2d2_strong_entropy_view not in ENTROPY_VIEWS:
         raise ConfigError(f"r2d2_strong_entropy_view={args.r2d2_strong_entropy_view!r} is not a view",
                           f"set it to one of {', '.join(ENTROPY_VIEWS)}")
