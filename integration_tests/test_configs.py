@@ -8,7 +8,6 @@ import torch
 from r2d2_plugin import ConfigError
 from r2d2_plugin.tools import make_configs
 from r2d2_plugin.cli.config import get_config
-from r2d2_plugin.core.loss import reference_lambda
 from r2d2_plugin.core.schedule import StageSchedule
 from conftest import DIGITS_CONFIG, ROOT
 
@@ -44,8 +43,13 @@ def test_config_parses_and_validates(path):
     r2_repredictions = [it for it in schedule.repredict_iters
                         if schedule.stage(it) == 3]
     assert len(r2_repredictions) == 4
-    assert args.r2d2_lambda == pytest.approx(reference_lambda(args.batch_size, args.uratio))
-    assert (args.r2d2_alpha, args.r2d2_beta) == (0.1, 0.03)
+    # The reference's per-sample store step λα/B (λ 4000, α 0.1, B 512) in every config; α is the
+    # paper's 0.1 unless the strong view trains on hard pseudo-labels at FixMatch's weight 1.
+    batch = args.batch_size * (1 + args.uratio)
+    assert args.r2d2_lambda * args.r2d2_alpha / batch == pytest.approx(4000 * 0.1 / 512)
+    assert args.r2d2_beta == 0.03
+    hard = getattr(args, "r2d2_strong_target_loss", "d2") == "hard"
+    assert args.r2d2_alpha == (1.0 if hard else 0.1)
 
 
 def test_cifar10_4000_follows_the_reference_proportions():
