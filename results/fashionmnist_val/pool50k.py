@@ -1,30 +1,49 @@
-"""r2d2_strong against FixMatch on the validation split with the whole 50k pool (issue 16, item
-2): at 40 labels each sub-folder of ``pool50k_40/`` is one setting run over seeds 0, 1, 2;
-``pool50k_250/`` holds both algorithms' configs at 250 labels (each folder's ``COMMAND``, from
-the repository root; the built-in ``fashionmnist`` with ``eval_split: val``). Writes
-``pool50k.md`` here from the runs' ``runs.csv``.
+"""The configs against the baselines on the validation split with the whole 50k pool (issue 16,
+item 2), seeds 0, 1, 2 (the built-in ``fashionmnist`` with ``eval_split: val``). At 40 labels
+each sub-folder of ``pool50k_40/`` is one r2d2_strong setting or FixMatch; at 250 and 4000 labels
+``pool50k_<n>/`` holds every algorithm on its config and ``pool50k_<n>_<variant>/`` one r2d2
+variant. Each folder's ``COMMAND`` (from the repository root) makes its ``runs.csv``; this script
+writes ``pool50k.md`` here from them.
 Usage, from the repository root: python results/fashionmnist_val/pool50k.py
 """
 import os
 import statistics
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 from r2d2_plugin.tools.common import read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = "500 / 250 / 2000 / 250"
+REFERENCE_SPLIT = "947 / 947 / 948 / 158 (reference split)"
+OLD_STRONG = "α 0.1, λ 500, KL term, no threshold"
+HARD = "hard target (`r2d2_strong_target_loss: hard`), α 1, λ 50, threshold 0.95"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
-RUNS = {
+RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
-    "control": ("r2d2_strong", "947 / 947 / 948 / 158 (reference split)", "4 × 237",
-                "configs/r2d2_strong_fashionmnist_40.yaml as it is"),
-    "freq": ("r2d2_strong", STAGES, "8 × 250", ""),
-    "freq_a1": ("r2d2_strong", STAGES, "8 × 250", "α 1, λ 50"),
-    "freq_a1_t95": ("r2d2_strong", STAGES, "8 × 250", "α 1, λ 50, threshold 0.95"),
-    "a1_t95": ("r2d2_strong", "947 / 947 / 948 / 158 (reference split)", "4 × 237",
-               "α 1, λ 50, threshold 0.95"),
-    "r2every25": ("r2d2_strong", STAGES, "80 × 25", ""),
-    "r2every25_a1_t95": ("r2d2_strong", STAGES, "80 × 25", "α 1, λ 50, threshold 0.95"),
+    "control": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237", f"the config before: {OLD_STRONG}"),
+    "freq": ("r2d2_strong", STAGES, "8 × 250", OLD_STRONG),
+    "freq_a1": ("r2d2_strong", STAGES, "8 × 250", "α 1, λ 50, KL term, no threshold"),
+    "freq_a1_t95": ("r2d2_strong", STAGES, "8 × 250", "α 1, λ 50, KL term, threshold 0.95"),
+    "a1_t95": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237", "α 1, λ 50, KL term, threshold 0.95"),
+    "r2every25": ("r2d2_strong", STAGES, "80 × 25", OLD_STRONG),
+    "r2every25_a1_t95": ("r2d2_strong", STAGES, "80 × 25", "α 1, λ 50, KL term, threshold 0.95"),
+    "hard_a1_t95": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237",
+                    f"**the config**: {HARD}"),
+}
+BASELINES = ("supervised", "pseudolabel", "fixmatch")
+# label count: [(folder, algorithm, setting)], the baselines first
+RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
+    4000: [("pool50k_4000", a, "its config") for a in BASELINES] + [
+        ("pool50k_4000", "r2d2", "the config before: stages 947 / 947 / 948 / 158 (a fine-tune)"),
+        ("pool50k_4000_ft0", "r2d2", "**the config**: stages 947 / 947 / 1106 / 0 (no fine-tune)"),
+        ("pool50k_4000_ft0_b0", "r2d2", "as the config, β 0"),
+        ("pool50k_4000_ft0_a0b0", "r2d2", "as the config, α 0, β 0: no unlabeled term"),
+        ("pool50k_4000", "r2d2_strong", "its config"),
+        ("pool50k_4000_strong_hard", "r2d2_strong", HARD)],
+    250: [("pool50k_250", a, "its config") for a in BASELINES + ("r2d2",)] + [
+        ("pool50k_250_r2d2_ce", "r2d2", "the 4000-label config before (labeled loss ce, lrs 0.05 → 0.0017)"),
+        ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
+        ("pool50k_250_strong_hard", "r2d2_strong", f"**the config**: {HARD}")],
 }
 
 
@@ -39,33 +58,53 @@ def mean_std(values: List[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else "—"
 
 
-def markdown() -> str:
+def paired(err: Dict[int, float], ref: Dict[int, float]) -> str:
+    """Per-seed differences err − ref over their shared seeds, as mean ± sample std."""
+    return mean_std([err[s] - ref[s] for s in sorted(err) if s in ref])
+
+
+def row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_40() -> List[str]:
     control, fixmatch = errors("pool50k_40/control"), errors("pool50k_40/fixmatch")
-    lines = ["Validation error % at 40 labels, whole 50k pool, seeds 0 / 1 / 2. Mean ± sample std "
-             "(n − 1) over seeds; the differences are per seed (same labeled set), then mean ± "
-             "sample std. Made by `python results/fashionmnist_val/pool50k.py`.", "",
-             "| folder | algorithm | stages | R2 periods | other | error % per seed | **mean ± std** "
-             "| − control | − FixMatch |", "|---" * 9 + "|"]
-    for folder, (algorithm, stages, periods, other) in RUNS.items():
+    lines = ["## 40 labels: r2d2_strong's settings against FixMatch", "",
+             row(["folder", "algorithm", "stages", "R2 periods", "other", "error % per seed",
+                  "**mean ± std**", "− control", "− FixMatch"]), "|---" * 9 + "|"]
+    for folder, (algorithm, stages, periods, other) in RUNS_40.items():
         err = errors(f"pool50k_40/{folder}")
-        if not err:
-            continue
-        seeds = sorted(err)
-        vs = [mean_std([err[s] - ref[s] for s in seeds if s in ref]) if name != folder else "—"
-              for name, ref in (("control", control), ("fixmatch", fixmatch))]
-        per_seed = " / ".join(f"{err[s]:.2f}" for s in seeds)
-        lines.append(f"| `{folder}` | {algorithm} | {stages} | {periods} | {other} | {per_seed} "
-                     f"| **{mean_std(list(err.values()))}** | {vs[0]} | {vs[1]} |")
-    strong, fixmatch = errors("pool50k_250", "r2d2_strong"), errors("pool50k_250", "fixmatch")
-    seeds = sorted(set(strong) & set(fixmatch))
-    if seeds:
-        lines += ["", f"At 250 labels (`pool50k_250/`, each algorithm's 250-label config), seeds "
-                  f"{', '.join(map(str, seeds))}:", "",
-                  "| algorithm | error % per seed | **mean ± std** |", "|---|---|---|"]
-        for name, err in (("fixmatch", fixmatch), ("r2d2_strong", strong)):
-            per_seed = " / ".join(f"{err[s]:.2f}" for s in seeds)
-            lines.append(f"| {name} | {per_seed} | **{mean_std([err[s] for s in seeds])}** |")
-        lines += ["", f"r2d2_strong − FixMatch per seed: {mean_std([strong[s] - fixmatch[s] for s in seeds])}"]
+        if err:
+            vs = [paired(err, ref) if name != folder else "—"
+                  for name, ref in (("control", control), ("fixmatch", fixmatch))]
+            lines.append(row([f"`{folder}`", algorithm, stages, periods, other,
+                              " / ".join(f"{err[s]:.2f}" for s in sorted(err)),
+                              f"**{mean_std(list(err.values()))}**", *vs]))
+    return lines
+
+
+def table_suite(num_labels: int) -> List[str]:
+    refs = {a: errors(f"pool50k_{num_labels}", a) for a in BASELINES}
+    lines = [f"## {num_labels} labels: every algorithm on its config, r2d2 variants", "",
+             row(["folder", "algorithm", "setting", "error % per seed", "**mean ± std**",
+                  *[f"− {a}" for a in BASELINES]]), "|---" * 8 + "|"]
+    for folder, algorithm, setting in RUNS_SUITE[num_labels]:
+        err = errors(folder, algorithm)
+        if err:
+            vs = [paired(err, refs[a]) if (folder, algorithm) != (f"pool50k_{num_labels}", a) else "—"
+                  for a in BASELINES]
+            lines.append(row([f"`{folder}`", algorithm, setting,
+                              " / ".join(f"{err[s]:.2f}" for s in sorted(err)),
+                              f"**{mean_std(list(err.values()))}**", *vs]))
+    return lines
+
+
+def markdown() -> str:
+    lines = ["Validation error % (final EMA weights), whole 50k pool, seeds 0 / 1 / 2. Mean ± sample "
+             "std (n − 1) over seeds; the differences (− control, − FixMatch, − supervised, ...) are "
+             "per seed (same labeled set), then mean ± sample std. Made by "
+             "`python results/fashionmnist_val/pool50k.py`.", ""]
+    lines += table_40() + [""] + table_suite(4000) + [""] + table_suite(250)
     return "\n".join(lines) + "\n"
 
 
