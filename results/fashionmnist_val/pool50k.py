@@ -39,7 +39,7 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_4000_ft0_b0", "r2d2", "as the config, β 0"),
         ("pool50k_4000_ft0_a0b0", "r2d2", "as the config, α 0, β 0: no unlabeled term"),
         ("pool50k_4000", "r2d2_strong", "its config"),
-        ("pool50k_4000_strong_hard", "r2d2_strong", HARD)],
+        ("pool50k_4000_strong_hard", "r2d2_strong", f"{HARD}; seed 0 only")],
     250: [("pool50k_250", a, "its config") for a in BASELINES + ("r2d2",)] + [
         ("pool50k_250_r2d2_ce", "r2d2", "the 4000-label config before (labeled loss ce, lrs 0.05 → 0.0017)"),
         ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
@@ -55,7 +55,9 @@ def errors(folder: str, algorithm: str = "") -> Dict[int, float]:
 
 
 def mean_std(values: List[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (one seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if values else "—"
 
 
 def paired(err: Dict[int, float], ref: Dict[int, float]) -> str:
