@@ -2,9 +2,10 @@
 
 The faithful ``r2d2`` trains the network on the weak view toward its learned pseudo-labels.
 Here the network's prediction on the strong (RandAugment) view is trained toward softmax(ỹ)
-with the same D2 loss, as FixMatch trains the strong view toward a target made from the weak
-view, while the store still descends from the weak view's prediction. Stages, R2, fine-tune
-(on the strong view, hard pseudo-labels), checkpoint and metrics are ``R2D2``'s.
+with the same D2 loss (or toward argmax ỹ with a cross-entropy: ``r2d2_strong_target_loss``), as
+FixMatch trains the strong view toward a target made from the weak view, while the store still
+descends from the weak view's prediction. Stages, R2, fine-tune (on the strong view, hard
+pseudo-labels), checkpoint and metrics are ``R2D2``'s.
 """
 from __future__ import annotations
 
