@@ -35,11 +35,12 @@ BASELINES = ("supervised", "pseudolabel", "fixmatch")
 RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
     4000: [("pool50k_4000", a, "its config") for a in BASELINES] + [
         ("pool50k_4000", "r2d2", "the config before: stages 947 / 947 / 948 / 158 (a fine-tune)"),
-        ("pool50k_4000_ft0", "r2d2", "**the config**: stages 947 / 947 / 1106 / 0 (no fine-tune)"),
-        ("pool50k_4000_ft0_b0", "r2d2", "as the config, β 0"),
-        ("pool50k_4000_ft0_a0b0", "r2d2", "as the config, α 0, β 0: no unlabeled term"),
+        ("pool50k_4000_ft0", "r2d2", "stages 947 / 947 / 1106 / 0 (no fine-tune)"),
+        ("pool50k_4000_ft0_b0", "r2d2", "no fine-tune, β 0"),
+        ("pool50k_4000_ft0_a0b0", "r2d2", "no fine-tune, α 0, β 0: no unlabeled term"),
+        ("pool50k_4000_ft0_lr", "r2d2", "**the config**: no fine-tune, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"),
         ("pool50k_4000", "r2d2_strong", "its config"),
-        ("pool50k_4000_strong_hard", "r2d2_strong", f"{HARD}; seed 0 only")],
+        ("pool50k_4000_strong_hard", "r2d2_strong", HARD)],
     250: [("pool50k_250", a, "its config") for a in BASELINES + ("r2d2",)] + [
         ("pool50k_250_r2d2_ce", "r2d2", "the 4000-label config before (labeled loss ce, lrs 0.05 → 0.0017)"),
         ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
