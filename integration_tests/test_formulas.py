@@ -220,8 +220,8 @@ def test_r2d2_strong_step(tmp_path, extra):
         assert 0 < kept.sum() < num_ulb  # both cases occur in this batch
     entropy_view = strong if "strong" in extra else weak
     hard = options.get("--r2d2_strong_target_loss") == "hard"
-    pseudo_label = F.one_hot(target.argmax(-1), CLASSES).float()
     if hard:
+        pseudo_label = F.one_hot(target.argmax(-1), CLASSES).float()
         target_term = -(pseudo_label * F.log_softmax(strong, -1)).sum(-1)
         target_grad = torch.softmax(strong, -1) - pseudo_label
     else:

@@ -66,10 +66,12 @@ class R2D2Strong(R2D2):
         keep = torch.softmax(ulb_targets, dim=-1).max(dim=-1).values >= self.threshold
         targets = torch.cat((target_logits[:num_lb], ulb_targets))
         mask = torch.cat((torch.ones(num_lb, device=logits.device), keep.float()))
-        target_term = d2_loss(logits, targets, self.alpha, 0.0)
         if self.target_loss == "hard":
             hard = F.cross_entropy(logits[num_lb:], ulb_targets.argmax(dim=-1), reduction="none")
-            target_term = torch.cat((target_term[:num_lb], self.alpha * hard))
+            target_term = torch.cat((d2_loss(logits[:num_lb], targets[:num_lb], self.alpha, 0.0),
+                                     self.alpha * hard))
+        else:
+            target_term = d2_loss(logits, targets, self.alpha, 0.0)
         entropy_logits = logits if self.entropy_view == "strong" else torch.cat((logits[:num_lb], logits_w))
         return (target_term + d2_loss(entropy_logits, targets, 0.0, self.beta)) * mask
 
