@@ -31,20 +31,37 @@ RUNS_40 = {
                     f"**the config**: {HARD}"),
 }
 BASELINES = ("supervised", "pseudolabel", "fixmatch")
+# (label count, baseline) -> folder; at 40 labels FixMatch is the r2d2_strong table's
+BASELINE_FOLDERS = {(n, a): f"pool50k_{n}" for n in (4000, 250) for a in BASELINES}
+BASELINE_FOLDERS.update({(40, "supervised"): "pool50k_40/baselines",
+                         (40, "pseudolabel"): "pool50k_40/baselines",
+                         (40, "fixmatch"): "pool50k_40/fixmatch"})
+NO_FT = "no fine-tune (stages 947 / 947 / 1106 / 0)"
+NO_FT_LR = "no fine-tune, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"
 # label count: [(folder, algorithm, setting)], the baselines first
 RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
-    4000: [("pool50k_4000", a, "its config") for a in BASELINES] + [
+    4000: [
         ("pool50k_4000", "r2d2", "the config before: stages 947 / 947 / 948 / 158 (a fine-tune)"),
-        ("pool50k_4000_ft0", "r2d2", "stages 947 / 947 / 1106 / 0 (no fine-tune)"),
+        ("pool50k_4000_ft0", "r2d2", NO_FT),
         ("pool50k_4000_ft0_b0", "r2d2", "no fine-tune, β 0"),
         ("pool50k_4000_ft0_a0b0", "r2d2", "no fine-tune, α 0, β 0: no unlabeled term"),
-        ("pool50k_4000_ft0_lr", "r2d2", "**the config**: no fine-tune, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"),
-        ("pool50k_4000", "r2d2_strong", "its config"),
-        ("pool50k_4000_strong_hard", "r2d2_strong", HARD)],
-    250: [("pool50k_250", a, "its config") for a in BASELINES + ("r2d2",)] + [
+        ("pool50k_4000_ft0_lr", "r2d2", f"**the config**: {NO_FT_LR}"),
+        ("pool50k_4000", "r2d2_strong", "the config before: the reference's split, lrs 0.05 → 0.0017"),
+        ("pool50k_4000_strong_hard", "r2d2_strong", HARD),
+        ("pool50k_4000_strong_ft0_lr", "r2d2_strong", f"**the config**: {NO_FT_LR}")],
+    250: [
+        ("pool50k_250", "r2d2", "the config before: the reference's split (a fine-tune)"),
         ("pool50k_250_r2d2_ce", "r2d2", "the 4000-label config before (labeled loss ce, lrs 0.05 → 0.0017)"),
+        ("pool50k_250_r2d2_ft0", "r2d2", f"**the config**: {NO_FT}"),
+        ("pool50k_250_r2d2_ft0_lr", "r2d2", f"the 4000-label config (labeled loss ce, {NO_FT_LR})"),
         ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
-        ("pool50k_250_strong_hard", "r2d2_strong", f"**the config**: {HARD}")],
+        ("pool50k_250_strong_hard", "r2d2_strong", f"**the config**: {HARD}"),
+        ("pool50k_250_strong_ft0_lr", "r2d2_strong", f"{HARD}, {NO_FT_LR}")],
+    40: [
+        ("pool50k_40_r2d2", "r2d2", "**the config**"),
+        ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
+        ("pool50k_40/hard_a1_t95", "r2d2_strong", f"**the config**: {HARD}"),
+        ("pool50k_40/hard_ft0_lr", "r2d2_strong", f"{HARD}, {NO_FT_LR}")],
 }
 
 
@@ -87,15 +104,15 @@ def table_40() -> List[str]:
 
 
 def table_suite(num_labels: int) -> List[str]:
-    refs = {a: errors(f"pool50k_{num_labels}", a) for a in BASELINES}
+    base = [(BASELINE_FOLDERS[num_labels, a], a, "its config") for a in BASELINES]
+    refs = {a: errors(folder, a) for folder, a, _ in base}
     lines = [f"## {num_labels} labels: every algorithm on its config, r2d2 variants", "",
              row(["folder", "algorithm", "setting", "error % per seed", "**mean ± std**",
                   *[f"− {a}" for a in BASELINES]]), "|---" * 8 + "|"]
-    for folder, algorithm, setting in RUNS_SUITE[num_labels]:
+    for folder, algorithm, setting in base + RUNS_SUITE[num_labels]:
         err = errors(folder, algorithm)
         if err:
-            vs = [paired(err, refs[a]) if (folder, algorithm) != (f"pool50k_{num_labels}", a) else "—"
-                  for a in BASELINES]
+            vs = [paired(err, refs[a]) if algorithm != a else "—" for a in BASELINES]
             lines.append(row([f"`{folder}`", algorithm, setting,
                               " / ".join(f"{err[s]:.2f}" for s in sorted(err)),
                               f"**{mean_std(list(err.values()))}**", *vs]))
@@ -107,7 +124,9 @@ def markdown() -> str:
              "std (n − 1) over seeds; the differences (− control, − FixMatch, − supervised, ...) are "
              "per seed (same labeled set), then mean ± sample std. Made by "
              "`python results/fashionmnist_val/pool50k.py`.", ""]
-    lines += table_40() + [""] + table_suite(4000) + [""] + table_suite(250)
+    lines += table_40()
+    for num_labels in (4000, 250, 40):
+        lines += [""] + table_suite(num_labels)
     return "\n".join(lines) + "\n"
 
 
