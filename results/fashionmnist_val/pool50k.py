@@ -1,8 +1,8 @@
 """The configs against the baselines on the validation split with the whole 50k pool (issue 16,
 item 2), seeds 0, 1, 2 (the built-in ``fashionmnist`` with ``eval_split: val``). At 40 labels
-each sub-folder of ``pool50k_40/`` is one r2d2_strong setting or FixMatch; at 250 and 4000 labels
-``pool50k_<n>/`` holds every algorithm on its config and ``pool50k_<n>_<variant>/`` one r2d2
-variant. Each folder's ``COMMAND`` (from the repository root) makes its ``runs.csv``; this script
+each sub-folder of ``pool50k_40/`` is one r2d2_strong setting, FixMatch or the other baselines
+(``baselines/``), and ``pool50k_40_r2d2*/`` r2d2; at 250 and 4000 labels ``pool50k_<n>/`` holds
+every algorithm on its config and ``pool50k_<n>_<variant>/`` one R2-D2 variant. Each folder's ``COMMAND`` (from the repository root) makes its ``runs.csv``; this script
 writes ``pool50k.md`` here from them.
 Usage, from the repository root: python results/fashionmnist_val/pool50k.py
 """
@@ -27,8 +27,9 @@ RUNS_40 = {
     "a1_t95": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237", "α 1, λ 50, KL term, threshold 0.95"),
     "r2every25": ("r2d2_strong", STAGES, "80 × 25", OLD_STRONG),
     "r2every25_a1_t95": ("r2d2_strong", STAGES, "80 × 25", "α 1, λ 50, KL term, threshold 0.95"),
-    "hard_a1_t95": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237",
-                    f"**the config**: {HARD}"),
+    "hard_a1_t95": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237", f"the config before: {HARD}"),
+    "hard_ft0_lr": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276",
+                    f"**the config**: {HARD}, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"),
 }
 BASELINES = ("supervised", "pseudolabel", "fixmatch")
 # (label count, baseline) -> folder; at 40 labels FixMatch is the r2d2_strong table's
@@ -55,13 +56,13 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_r2d2_ft0", "r2d2", f"**the config**: {NO_FT}"),
         ("pool50k_250_r2d2_ft0_lr", "r2d2", f"the 4000-label config (labeled loss ce, {NO_FT_LR})"),
         ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
-        ("pool50k_250_strong_hard", "r2d2_strong", f"**the config**: {HARD}"),
-        ("pool50k_250_strong_ft0_lr", "r2d2_strong", f"{HARD}, {NO_FT_LR}")],
+        ("pool50k_250_strong_hard", "r2d2_strong", HARD),
+        ("pool50k_250_strong_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}")],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
-        ("pool50k_40/hard_a1_t95", "r2d2_strong", f"**the config**: {HARD}"),
-        ("pool50k_40/hard_ft0_lr", "r2d2_strong", f"{HARD}, {NO_FT_LR}")],
+        ("pool50k_40/hard_a1_t95", "r2d2_strong", HARD),
+        ("pool50k_40/hard_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}")],
 }
 
 
