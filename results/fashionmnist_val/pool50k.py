@@ -2,8 +2,9 @@
 item 2), seeds 0, 1, 2 (the built-in ``fashionmnist`` with ``eval_split: val``). At 40 labels
 each sub-folder of ``pool50k_40/`` is one r2d2_strong setting, FixMatch or the other baselines
 (``baselines/``), and ``pool50k_40_r2d2*/`` r2d2; at 250 and 4000 labels ``pool50k_<n>/`` holds
-every algorithm on its config and ``pool50k_<n>_<variant>/`` one R2-D2 variant. Each folder's ``COMMAND`` (from the repository root) makes its ``runs.csv``; this script
-writes ``pool50k.md`` here from them.
+every algorithm on its config and ``pool50k_<n>_<variant>/`` one R2-D2 variant. Each folder's
+``COMMAND`` (from the repository root) makes its ``runs.csv``; this script writes ``pool50k.md``
+here from them.
 Usage, from the repository root: python results/fashionmnist_val/pool50k.py
 """
 import os
@@ -39,6 +40,7 @@ BASELINE_FOLDERS.update({(40, "supervised"): "pool50k_40/baselines",
                          (40, "fixmatch"): "pool50k_40/fixmatch"})
 NO_FT = "no fine-tune (stages 947 / 947 / 1106 / 0)"
 NO_FT_LR = "no fine-tune, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"
+EVERY25 = f"{HARD}, stages 947 / 25 / 2028 / 0, R2 every 25 iterations (81 periods, lrs 0.04 → 0.01)"
 # label count: [(folder, algorithm, setting)], the baselines first
 RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
     4000: [
@@ -58,10 +60,8 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
         ("pool50k_250_strong_hard", "r2d2_strong", HARD),
         ("pool50k_250_strong_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}"),
-        ("pool50k_250_strong_r2every25", "r2d2_strong",
-         f"{HARD}, stages 947 / 25 / 2028 / 0, R2 every 25 iterations (81 periods, lrs 0.04 → 0.01)"),
-        ("pool50k_250_strong_r2every25_net", "r2d2_strong",
-         f"{HARD}, stages 947 / 25 / 2028 / 0, R2 every 25 iterations from the network, not the EMA"),
+        ("pool50k_250_strong_r2every25", "r2d2_strong", EVERY25),
+        ("pool50k_250_strong_r2every25_net", "r2d2_strong", f"{EVERY25}, from the network, not the EMA"),
         ("pool50k_250_strong_warmup300_r2every25", "r2d2_strong",
          f"{HARD}, stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)")],
     40: [
