@@ -63,7 +63,10 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_r2every25", "r2d2_strong", EVERY25),
         ("pool50k_250_strong_r2every25_net", "r2d2_strong", f"{EVERY25}, from the network, not the EMA"),
         ("pool50k_250_strong_warmup300_r2every25", "r2d2_strong",
-         f"{HARD}, stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)")],
+         f"{HARD}, stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)"),
+        ("pool50k_250_strong_a133", "r2d2_strong",
+         "the config, α 4/3 (λ 37.5, the same store step): the unlabeled term at FixMatch's weight per image"),
+        ("pool50k_250_strong_b0", "r2d2_strong", "the config, β 0 (no entropy term)")],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
