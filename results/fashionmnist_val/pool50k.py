@@ -33,6 +33,8 @@ RUNS_40 = {
                     f"**the config**: {HARD}, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"),
     "hard_ft0_lr_lambda500": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276",
                               "the config, λ 500 (store step 7.8, ten times the config's)"),
+    "hard_ft0_lr_warmup300_r2every25": ("r2d2_strong", "300 / 25 / 2675 / 0", "107 × 25",
+                                        "the config, R2 every 25 iterations (lrs 0.04 → 0.01)"),
 }
 BASELINES = ("supervised", "pseudolabel", "fixmatch")
 # (label count, baseline) -> folder; at 40 labels FixMatch is the r2d2_strong table's
@@ -77,7 +79,9 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
         ("pool50k_40/hard_a1_t95", "r2d2_strong", HARD),
         ("pool50k_40/hard_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}"),
-        ("pool50k_40/hard_ft0_lr_lambda500", "r2d2_strong", "the config, λ 500 (store step 7.8)")],
+        ("pool50k_40/hard_ft0_lr_lambda500", "r2d2_strong", "the config, λ 500 (store step 7.8)"),
+        ("pool50k_40/hard_ft0_lr_warmup300_r2every25", "r2d2_strong",
+         "the config, stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)")],
 }
 
 
