@@ -18,6 +18,8 @@ STAGES = "500 / 250 / 2000 / 250"
 REFERENCE_SPLIT = "947 / 947 / 948 / 158 (reference split)"
 OLD_STRONG = "α 0.1, λ 500, KL term, no threshold"
 HARD = "hard target (`r2d2_strong_target_loss: hard`), α 1, λ 50, threshold 0.95"
+LAMBDA500 = "the config, λ 500 (store step 7.8, ten times the config's)"
+WARMUP300 = "stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
@@ -31,8 +33,7 @@ RUNS_40 = {
     "hard_a1_t95": ("r2d2_strong", REFERENCE_SPLIT, "4 × 237", f"the config before: {HARD}"),
     "hard_ft0_lr": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276",
                     f"**the config**: {HARD}, R2 lrs 0.04 / 0.03 / 0.02 / 0.01"),
-    "hard_ft0_lr_lambda500": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276",
-                              "the config, λ 500 (store step 7.8, ten times the config's)"),
+    "hard_ft0_lr_lambda500": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276", LAMBDA500),
     "hard_ft0_lr_warmup300_r2every25": ("r2d2_strong", "300 / 25 / 2675 / 0", "107 × 25",
                                         "the config, R2 every 25 iterations (lrs 0.04 → 0.01)"),
 }
@@ -67,21 +68,21 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_r2every25", "r2d2_strong", EVERY25),
         ("pool50k_250_strong_r2every25_net", "r2d2_strong", f"{EVERY25}, from the network, not the EMA"),
         ("pool50k_250_strong_warmup300_r2every25", "r2d2_strong",
-         f"{HARD}, stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)"),
+         f"{HARD}, {WARMUP300}"),
         ("pool50k_250_strong_a133", "r2d2_strong",
          "the config, α 4/3 (λ 37.5, the same store step): the unlabeled term at FixMatch's weight per image"),
         ("pool50k_250_strong_b0", "r2d2_strong", "the config, β 0 (no entropy term)"),
         ("pool50k_250_strong_t98", "r2d2_strong", "the config, threshold 0.98"),
-        ("pool50k_250_strong_lambda500", "r2d2_strong", "the config, λ 500 (store step 7.8, ten times the config's)"),
+        ("pool50k_250_strong_lambda500", "r2d2_strong", LAMBDA500),
         ("pool50k_250_strong_lambda2000", "r2d2_strong", "the config, λ 2000 (store step 31)")],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
         ("pool50k_40/hard_a1_t95", "r2d2_strong", HARD),
         ("pool50k_40/hard_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}"),
-        ("pool50k_40/hard_ft0_lr_lambda500", "r2d2_strong", "the config, λ 500 (store step 7.8)"),
+        ("pool50k_40/hard_ft0_lr_lambda500", "r2d2_strong", LAMBDA500),
         ("pool50k_40/hard_ft0_lr_warmup300_r2every25", "r2d2_strong",
-         "the config, stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)")],
+         f"the config, {WARMUP300}")],
 }
 
 
