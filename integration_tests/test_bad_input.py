@@ -28,7 +28,7 @@ BAD = {
     "alpha < 0": (["--r2d2_alpha", "-0.1"], "r2d2_alpha=-0.1 must be >= 0"),
     "beta < 0": (["--r2d2_beta", "-0.03"], "r2d2_beta=-0.03 must be >= 0"),
     "unknown repredict weights": (["--r2d2_repredict_from", "teacher"],
-                                  "r2d2_repredict_from='teacher' is not a set of weights"),
+                                  "r2d2_repredict_from='teacher' is not a source of predictions"),
     "unknown labeled loss": (["--r2d2_labeled_loss", "mse"],
                              "r2d2_labeled_loss='mse' is not a labeled loss"),
     "lambda = 0": (["--r2d2_lambda", "0"], "r2d2_lambda=0.0 must be > 0"),
@@ -94,13 +94,14 @@ def test_config_error_survives_pickling():
     assert (type(error), str(error), error.fix) == (ConfigError, "the problem. Fix: the fix.", "the fix")
 
 
-def test_lazy_repredictions_under_ddp_are_refused_before_training(tmp_path):
-    """Lazy R2 keeps its frozen net and unfilled rows per process, so a run with several processes
-    stops in ``before_run`` with the fix (the DDP test runs cost a torchrun each; here the run is
-    told it is one of two processes)."""
-    alg, _ = build_alg(short_argv(tmp_path, "--r2d2_lazy_repredict", "True"))
+@pytest.mark.parametrize("option", [("--r2d2_lazy_repredict", "True"), ("--r2d2_repredict_from", "weak_view")])
+def test_row_by_row_repredictions_under_ddp_are_refused_before_training(tmp_path, option):
+    """Lazy and weak_view R2 keep their unfilled rows (and lazy R2 its frozen net) per process, so
+    a run with several processes stops in ``before_run`` with the fix (the DDP test runs cost a
+    torchrun each; here the run is told it is one of two processes)."""
+    alg, _ = build_alg(short_argv(tmp_path, *option))
     alg.in_process_group, alg.world_size = (lambda: True), 2
-    with pytest.raises(ConfigError, match="r2d2_lazy_repredict works in one process, this run has 2") as err:
+    with pytest.raises(ConfigError, match="work in one process, this run has 2") as err:
         alg.repredictor.before_run(alg)
-    assert "r2d2_lazy_repredict: False under torchrun" in str(err.value)
+    assert "r2d2_lazy_repredict: False and r2d2_repredict_from: network or ema under torchrun" in str(err.value)
     assert alg.it == 0 and alg.repredictions == 0

@@ -68,6 +68,43 @@ def test_variant_beats_supervised_training_through_usb_train(tmp_path):
     assert pseudo_label_acc - control.unlabeled > STRONG_PSEUDO_LABEL_MARGIN, (pseudo_label_acc, control)
 
 
+class FirstD2Step(Hook):
+    """After the first D2 step (iteration 8 of the short run): the store, the rows it has filled
+    since the reprediction, and the weak-view rows of the network's output (train mode)
+    recomputed here on the input of that step's forward pass."""
+
+    def before_run(self, algorithm) -> None:
+        algorithm.model.register_forward_pre_hook(lambda module, inputs: setattr(self, "x", inputs[0]))
+
+    def after_train_step(self, algorithm) -> None:
+        if algorithm.it != 8:
+            return
+        num_lb, num_ulb = algorithm.args.batch_size, algorithm.args.batch_size * algorithm.args.uratio
+        with torch.no_grad():
+            self.weak = algorithm.model(self.x)["logits"][num_lb:num_lb + num_ulb]
+        self.store, self.filled = algorithm.store.logits.clone(), algorithm.repredictor.filled()
+
+
+def test_weak_view_repredictions_take_the_training_steps_weak_view(tmp_path):
+    """``r2d2_repredict_from: weak_view``: after a reprediction each row read takes the network's
+    logits on that step's weak view in train mode (FixMatch's target), before D2's store step.
+    With the network unchanged by the first D2 step (lr 0) and a store step of ~0, the rows it
+    read equal, one to one, the weak-view rows of the network's output on that step's input;
+    no other row has been written (the store starts at zero)."""
+    alg, messages = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong", "--r2d2_repredict_from",
+                                         "weak_view", "--r2d2_lr_d2", "0", "--r2d2_lambda", "1e-9"))
+    step = FirstD2Step()
+    alg.register_hook(step, "FirstD2Step", "LOWEST")
+    alg.train()
+    assert any("r2d2: reprediction 1 at iteration 8: each row takes the network's weak-view logits" in m
+               for m in messages)
+    read = step.store[step.filled]
+    assert len(read) == len(step.weak) and not step.store[~step.filled].any()
+    distance = torch.cdist(read, step.weak)
+    assert distance.amin(dim=1).max() < 1e-4
+    assert sorted(distance.argmin(dim=1).tolist()) == list(range(len(step.weak)))
+
+
 def test_repredictions_from_ema_by_default(tmp_path):
     """r2d2_strong repredicts from USB's EMA weights by default; r2d2 from the network."""
     alg, _ = build_alg(short_argv(tmp_path, "--algorithm", "r2d2_strong"))

@@ -34,9 +34,14 @@ def final_state(path):
     return checkpoint["model"], checkpoint["ema_model"], checkpoint["r2d2"]["store"]["logits"]
 
 
-@pytest.mark.parametrize("algorithm, lazy", [("r2d2", "False"), ("r2d2_strong", "False"), ("r2d2", "True")])
-def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm, lazy):
-    options = ("--algorithm", algorithm, "--r2d2_lazy_repredict", lazy)
+FULL_PASS, LAZY, WEAK_VIEW = (("--r2d2_lazy_repredict", "False"), ("--r2d2_lazy_repredict", "True"),
+                              ("--r2d2_repredict_from", "weak_view"))
+
+
+@pytest.mark.parametrize("algorithm, r2", [("r2d2", FULL_PASS), ("r2d2_strong", FULL_PASS), ("r2d2", LAZY),
+                                           ("r2d2_strong", WEAK_VIEW)])
+def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm, r2):
+    options = ("--algorithm", algorithm, *r2)
     run(short_argv(tmp_path, *options, name="straight"))
 
     alg, _ = build_alg(short_argv(tmp_path, *options, name="interrupted"))
@@ -46,8 +51,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm, lazy):
     latest = tmp_path / "interrupted" / "latest_model.pth"
     saved = torch.load(latest, map_location="cpu", weights_only=False)
     assert saved["it"] == 20 and saved["r2d2"]["repredictions"] == 2
-    # Lazy R2 is halfway through its second period: the frozen net and the rows still to fill.
-    assert (saved["r2d2"]["lazy_repredict"] is None) == (lazy == "False")
+    # Row-by-row R2 is halfway through its second period: the rows still to fill (and lazy R2's
+    # frozen net; weak_view has none).
+    row_state = saved["r2d2"]["lazy_repredict"]
+    assert (row_state is None) == (r2 == FULL_PASS)
+    assert r2 == FULL_PASS or (row_state["net"] is None) == (r2 == WEAK_VIEW)
 
     results = run(short_argv(tmp_path, *options, "--resume", "True", "--load_path", str(latest),
                              name="interrupted"))

@@ -19,6 +19,7 @@ from semilearn.core.hooks import Hook
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
 from ..core.schedule import STAGE_NAMES
+from ..core.store import last_occurrence
 from ..errors import ConfigError
 
 
@@ -81,21 +82,25 @@ class RepredictHook(Hook):
     A reprediction predicts with a frozen copy of that network (``freeze``). With
     ``r2d2_lazy_repredict`` it does not pass over the whole set: ``fill`` gives each row its
     logits when training first reads it (``R2D2.d2_step``): the values of the full pass,
-    computed only for the rows read before the next reprediction. One process only."""
+    computed only for the rows read before the next reprediction. With ``r2d2_repredict_from``
+    weak_view nothing is frozen: ``fill`` gives each row, when training first reads it, the
+    network's logits on that step's weak view (train mode), as FixMatch makes its target.
+    Lazy and weak_view R2 run in one process only."""
 
     def __init__(self) -> None:
         self.view: Optional[ArrayEvalView] = None
         self.frozen: Optional[nn.Module] = None
         self.frozen_state: Optional[Dict[str, torch.Tensor]] = None
-        # Lazy R2: the rows not yet filled from ``frozen`` (None: every row is up to date).
+        # Row-by-row R2: the rows not filled since the last reprediction (None: every row is up to date).
         self.unfilled: Optional[torch.Tensor] = None
 
     def before_run(self, algorithm: Any) -> None:
-        if (algorithm.args.r2d2_lazy_repredict or self.unfilled is not None) and algorithm.in_process_group():
-            raise ConfigError("r2d2_lazy_repredict works in one process, this run has "
-                              f"{algorithm.world_size}",
-                              "set r2d2_lazy_repredict: False under torchrun (and resume from a "
-                              "checkpoint written by a run without it)")
+        if (row_by_row(algorithm.args) or self.unfilled is not None) and algorithm.in_process_group():
+            raise ConfigError("r2d2_lazy_repredict and r2d2_repredict_from: weak_view work in one "
+                              f"process, this run has {algorithm.world_size}",
+                              "set r2d2_lazy_repredict: False and r2d2_repredict_from: network or "
+                              "ema under torchrun (and resume from a checkpoint written by a run "
+                              "without them)")
         algorithm.store.to(self.device(algorithm))
         if self.unfilled is not None:
             self.unfilled = self.unfilled.to(algorithm.store.device)
@@ -181,11 +186,14 @@ class RepredictHook(Hook):
     @torch.no_grad()
     def repredict(self, algorithm: Any) -> None:
         """R2: the store takes the network's logits, at once or, with ``r2d2_lazy_repredict``,
-        row by row through ``fill``; either way from ``freeze``'s copy of the predicting net."""
+        row by row through ``fill``; either way from ``freeze``'s copy of the predicting net.
+        With ``r2d2_repredict_from`` weak_view, row by row from the training steps' weak views."""
         start = time.perf_counter()
-        with self.predicting(algorithm) as model:
-            self.freeze(copy.deepcopy(model))
-        if algorithm.args.r2d2_lazy_repredict:
+        self.frozen = self.frozen_state = None
+        if algorithm.args.r2d2_repredict_from != "weak_view":
+            with self.predicting(algorithm) as model:
+                self.freeze(copy.deepcopy(model))
+        if row_by_row(algorithm.args):
             self.unfilled = torch.ones(len(algorithm.dataset_dict["train_ulb"]), dtype=torch.bool,
                                        device=algorithm.store.device)
         else:
@@ -218,37 +226,51 @@ class RepredictHook(Hook):
         self.frozen = self.frozen_state = self.unfilled = None
 
     @torch.no_grad()
-    def fill(self, algorithm: Any, idx: torch.Tensor) -> None:
-        """Lazy R2: the rows of ``idx`` not read since the last reprediction take the frozen
-        network's logits (timed with the repredictions). Nothing to do after a full pass."""
+    def fill(self, algorithm: Any, idx: torch.Tensor, logits_w: torch.Tensor) -> None:
+        """Row-by-row R2: the rows of ``idx`` not read since the last reprediction take the frozen
+        network's logits (timed with the repredictions), or with weak_view this step's weak-view
+        logits ``logits_w`` (a row twice in the batch: its last). Nothing to do after a full pass."""
         if self.unfilled is None:
             return
         start = time.perf_counter()
-        rows = idx.to(self.unfilled.device).unique()
-        rows = rows[self.unfilled[rows]]
+        if self.frozen is None:
+            idx, logits = last_occurrence(idx.to(self.unfilled.device), logits_w.to(self.unfilled.device))
+            new = self.unfilled[idx]
+            rows, logits = idx[new], logits[new]
+        else:
+            rows = idx.to(self.unfilled.device).unique()
+            rows = rows[self.unfilled[rows]]
+            logits = self.frozen(self.eval_images(algorithm, rows))["logits"] if len(rows) else None
         if len(rows):
-            algorithm.store.assign(rows, self.frozen(self.eval_images(algorithm, rows))["logits"].float())
+            algorithm.store.assign(rows, logits.float())
             self.unfilled[rows] = False
         algorithm.repredict_seconds += time.perf_counter() - start
 
     def filled(self) -> Optional[torch.Tensor]:
-        """Lazy R2: the mask of the rows that hold the last reprediction's values (None: all)."""
+        """Row-by-row R2: the mask of the rows that hold the last reprediction's values (None: all)."""
         return None if self.unfilled is None else ~self.unfilled
 
     def state_dict(self) -> Optional[Dict[str, Any]]:
-        """What a checkpoint needs to go on filling rows: the frozen net and the unfilled rows."""
+        """What a checkpoint needs to go on filling rows: the frozen net (None with weak_view)
+        and the unfilled rows."""
         if self.unfilled is None:
             return None
         return {"net": self.frozen_state, "unfilled": self.unfilled.cpu()}
 
     def load_state_dict(self, algorithm: Any, state: Optional[Dict[str, Any]]) -> None:
+        self.frozen = self.frozen_state = self.unfilled = None
         if state is None:
-            self.frozen = self.frozen_state = self.unfilled = None
             return
-        net = copy.deepcopy(unwrapped(algorithm.model))
-        net.load_state_dict(state["net"])
-        self.freeze(net)
+        if state["net"] is not None:
+            net = copy.deepcopy(unwrapped(algorithm.model))
+            net.load_state_dict(state["net"])
+            self.freeze(net)
         self.unfilled = state["unfilled"].to(algorithm.store.device)
+
+
+def row_by_row(args: Any) -> bool:
+    """Whether R2 fills each row when training first reads it (lazy or weak_view R2)."""
+    return bool(args.r2d2_lazy_repredict) or args.r2d2_repredict_from == "weak_view"
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:

@@ -22,8 +22,9 @@ from ..core.store import PseudoLabelStore, check_store_options
 from ..errors import ConfigError
 from .hooks import RepredictHook, WarmupViewsHook
 
-# The weights R2 may repredict with.
-REPREDICT_FROM = ("network", "ema")
+# What R2 may repredict with: the network's or the EMA weights on the eval view, or the training
+# steps' weak views.
+REPREDICT_FROM = ("network", "ema", "weak_view")
 # The losses labeled samples may train with after the warm-up.
 LABELED_LOSSES = ("d2", "ce")
 # The metrics R2-D2 adds to USB's log dict (the store-wide ones on log and eval iterations).
@@ -47,7 +48,8 @@ class R2D2(AlgorithmBase):
         - r2d2_{warmup,d2,r2,finetune}_iter, r2d2_repredict_period, r2d2_lr_{d2,r2,finetune}
         - r2d2_use_r2: False for D2 without R2 in stage 3 (the paper's flattening ablation)
         - r2d2_repredict_from: network (the reference) or ema (USB's EMA weights, the ones it
-          evaluates) for R2's predictions
+          evaluates) for R2's predictions on the eval view, or weak_view (each row the network's
+          prediction on its weak view in the step that first reads it, as FixMatch's target)
         - r2d2_lazy_repredict: R2 fills each row from a frozen copy of the net when training first
           reads it (``RepredictHook``), instead of passing over the whole unlabeled set
         - r2d2_store_dtype (fp32 | bf16 | fp16), r2d2_store_device (device | cpu_pinned | sharded):
@@ -129,13 +131,13 @@ class R2D2(AlgorithmBase):
                 sup_loss = self.ce_loss(outputs["logits"], y_lb, reduction="mean")
                 unsup_loss = torch.zeros_like(sup_loss)
             else:
-                self.repredictor.fill(self, idx_ulb)
                 views = (x_lb, x_ulb_w) if x_ulb_s is None else (x_lb, x_ulb_w, x_ulb_s)
                 outputs = self.model(torch.cat(views))
                 feat_dict = dict(zip(("x_lb", "x_ulb_w", "x_ulb_s"),
                                      outputs["feat"].split([num_lb, *[num_ulb] * (len(views) - 1)])))
                 logits = outputs["logits"].float()
                 logits_w = logits[num_lb:num_lb + num_ulb]
+                self.repredictor.fill(self, idx_ulb, logits_w.detach())
                 trained = torch.cat((logits[:num_lb], logits[-num_ulb:]))
                 batch = num_lb + num_ulb
                 if stage == 4:
@@ -178,7 +180,8 @@ class R2D2(AlgorithmBase):
 
     def store_summary(self) -> str:
         if self.repredictor.filled() is not None:
-            return "each row takes the frozen network's logits when training first reads it"
+            source = "frozen network's" if self.repredictor.frozen is not None else "network's weak-view"
+            return f"each row takes the {source} logits when training first reads it"
         accuracy = self.store.accuracy()
         known = "" if accuracy != accuracy else f"pseudo-label acc {accuracy:.4f}, "
         return f"{known}entropy {self.store.mean_entropy():.4f}"
@@ -278,7 +281,9 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_use_r2", str2bool, True,
                          "False: stage 3 keeps its lr steps but does not repredict (ablation)"),
             SSL_Argument("--r2d2_repredict_from", str, cls.REPREDICT_FROM_DEFAULT,
-                         "weights R2 repredicts with: network (the reference) or ema (USB's EMA)"),
+                         "what R2 repredicts with: network (the reference) or ema (USB's EMA) on "
+                         "the eval view, or weak_view (the network on the training step's weak "
+                         "view, train mode, when a row is first read; one process only)"),
             SSL_Argument("--r2d2_lazy_repredict", str2bool, False,
                          "True: R2 freezes a copy of that network and gives each row its logits "
                          "when training first reads it (the full pass's values, computed only for "
@@ -307,7 +312,7 @@ def check_loss_options(args: Any) -> None:
                           "set a positive store lr, or leave r2d2_lambda unset for the reference's "
                           f"4000·B/512 (= {reference_lambda(args.batch_size, args.uratio):g} here)")
     if args.r2d2_repredict_from not in REPREDICT_FROM:
-        raise ConfigError(f"r2d2_repredict_from={args.r2d2_repredict_from!r} is not a set of weights",
+        raise ConfigError(f"r2d2_repredict_from={args.r2d2_repredict_from!r} is not a source of predictions",
                           f"set it to one of {', '.join(REPREDICT_FROM)}")
     if args.r2d2_labeled_loss not in LABELED_LOSSES:
         raise ConfigError(f"r2d2_labeled_loss={args.r2d2_labeled_loss!r} is not a labeled loss",
