@@ -20,6 +20,9 @@ OLD_STRONG = "α 0.1, λ 500, KL term, no threshold"
 HARD = "hard target (`r2d2_strong_target_loss: hard`), α 1, λ 50, threshold 0.95"
 LAMBDA500 = "the config, λ 500 (store step 7.8, ten times the config's)"
 WARMUP300 = "stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)"
+WEAK_VIEW = ("the config, R2 from the weak view (`r2d2_repredict_from: weak_view`: each row the network's "
+             "train-mode logits on its weak view in the step that first reads it)")
+WEAK_VIEW_WARMUP300 = f"{WEAK_VIEW}, stages 300 / 1594 / 1106 / 0"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
@@ -36,6 +39,8 @@ RUNS_40 = {
     "hard_ft0_lr_lambda500": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276", LAMBDA500),
     "hard_ft0_lr_warmup300_r2every25": ("r2d2_strong", "300 / 25 / 2675 / 0", "107 × 25",
                                         "the config, R2 every 25 iterations (lrs 0.04 → 0.01)"),
+    "hard_ft0_lr_weakview": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276", WEAK_VIEW),
+    "hard_ft0_lr_weakview_warmup300": ("r2d2_strong", "300 / 1594 / 1106 / 0", "4 × 276", WEAK_VIEW),
 }
 BASELINES = ("supervised", "pseudolabel", "fixmatch")
 # (label count, baseline) -> folder; at 40 labels FixMatch is the r2d2_strong table's
@@ -56,7 +61,8 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_4000_ft0_lr", "r2d2", f"**the config**: {NO_FT_LR}"),
         ("pool50k_4000", "r2d2_strong", "the config before: the reference's split, lrs 0.05 → 0.0017"),
         ("pool50k_4000_strong_hard", "r2d2_strong", HARD),
-        ("pool50k_4000_strong_ft0_lr", "r2d2_strong", f"**the config**: {NO_FT_LR}")],
+        ("pool50k_4000_strong_ft0_lr", "r2d2_strong", f"**the config**: {NO_FT_LR}"),
+        ("pool50k_4000_strong_weakview", "r2d2_strong", WEAK_VIEW)],
     250: [
         ("pool50k_250", "r2d2", "the config before: the reference's split (a fine-tune)"),
         ("pool50k_250_r2d2_ce", "r2d2", "the 4000-label config before (labeled loss ce, lrs 0.05 → 0.0017)"),
@@ -74,7 +80,9 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_b0", "r2d2_strong", "the config, β 0 (no entropy term)"),
         ("pool50k_250_strong_t98", "r2d2_strong", "the config, threshold 0.98"),
         ("pool50k_250_strong_lambda500", "r2d2_strong", LAMBDA500),
-        ("pool50k_250_strong_lambda2000", "r2d2_strong", "the config, λ 2000 (store step 31)")],
+        ("pool50k_250_strong_lambda2000", "r2d2_strong", "the config, λ 2000 (store step 31)"),
+        ("pool50k_250_strong_weakview", "r2d2_strong", WEAK_VIEW),
+        ("pool50k_250_strong_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300)],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
@@ -82,7 +90,9 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_40/hard_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}"),
         ("pool50k_40/hard_ft0_lr_lambda500", "r2d2_strong", LAMBDA500),
         ("pool50k_40/hard_ft0_lr_warmup300_r2every25", "r2d2_strong",
-         f"the config, {WARMUP300}")],
+         f"the config, {WARMUP300}"),
+        ("pool50k_40/hard_ft0_lr_weakview", "r2d2_strong", WEAK_VIEW),
+        ("pool50k_40/hard_ft0_lr_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300)],
 }
 
 
