@@ -20,8 +20,9 @@ OLD_STRONG = "α 0.1, λ 500, KL term, no threshold"
 HARD = "hard target (`r2d2_strong_target_loss: hard`), α 1, λ 50, threshold 0.95"
 LAMBDA500 = "the config, λ 500 (store step 7.8, ten times the config's)"
 WARMUP300 = "stages 300 / 25 / 2675 / 0, R2 every 25 iterations (107 periods, lrs 0.04 → 0.01)"
-WEAK_VIEW = ("the config, R2 from the weak view (`r2d2_repredict_from: weak_view`: each row the network's "
-             "train-mode logits on its weak view in the step that first reads it)")
+R2_WEAK_VIEW = ("R2 from the weak view (`r2d2_repredict_from: weak_view`: each row the network's train-mode "
+                "logits on its weak view in the step that first reads it)")
+WEAK_VIEW = f"the config, {R2_WEAK_VIEW}"
 WEAK_VIEW_WARMUP300 = f"{WEAK_VIEW}, stages 300 / 1594 / 1106 / 0"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
@@ -70,7 +71,7 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_r2d2_ft0_lr", "r2d2", f"the 4000-label config (labeled loss ce, {NO_FT_LR})"),
         ("pool50k_250", "r2d2_strong", f"the config before: {OLD_STRONG}"),
         ("pool50k_250_strong_hard", "r2d2_strong", HARD),
-        ("pool50k_250_strong_ft0_lr", "r2d2_strong", f"**the config**: {HARD}, {NO_FT_LR}"),
+        ("pool50k_250_strong_ft0_lr", "r2d2_strong", f"the config before: {HARD}, {NO_FT_LR}"),
         ("pool50k_250_strong_r2every25", "r2d2_strong", EVERY25),
         ("pool50k_250_strong_r2every25_net", "r2d2_strong", f"{EVERY25}, from the network, not the EMA"),
         ("pool50k_250_strong_warmup300_r2every25", "r2d2_strong",
@@ -81,8 +82,9 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_t98", "r2d2_strong", "the config, threshold 0.98"),
         ("pool50k_250_strong_lambda500", "r2d2_strong", LAMBDA500),
         ("pool50k_250_strong_lambda2000", "r2d2_strong", "the config, λ 2000 (store step 31)"),
-        ("pool50k_250_strong_weakview", "r2d2_strong", WEAK_VIEW),
-        ("pool50k_250_strong_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300)],
+        ("pool50k_250_strong_weakview", "r2d2_strong", f"**the config**: the config before, {R2_WEAK_VIEW}"),
+        ("pool50k_250_strong_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300),
+        ("pool50k_250_strong_weakview_r2every25", "r2d2_strong", f"{EVERY25}, R2 from the weak view")],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
