@@ -24,6 +24,7 @@ R2_WEAK_VIEW = ("R2 from the weak view (`r2d2_repredict_from: weak_view`: each r
                 "logits on its weak view in the step that first reads it)")
 WEAK_VIEW = f"the config, {R2_WEAK_VIEW}"
 WEAK_VIEW_WARMUP300 = f"{WEAK_VIEW}, stages 300 / 1594 / 1106 / 0"
+FIXMATCH_LIKE = f"{WEAK_VIEW}, no warm-up (stages 0 / 1894 / 1106 / 0), α 4/3 (λ 37.5), β 0"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
@@ -42,6 +43,7 @@ RUNS_40 = {
                                         "the config, R2 every 25 iterations (lrs 0.04 → 0.01)"),
     "hard_ft0_lr_weakview": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276", WEAK_VIEW),
     "hard_ft0_lr_weakview_warmup300": ("r2d2_strong", "300 / 1594 / 1106 / 0", "4 × 276", WEAK_VIEW),
+    "hard_ft0_lr_weakview_fixmatchlike": ("r2d2_strong", "0 / 1894 / 1106 / 0", "4 × 276", FIXMATCH_LIKE),
 }
 BASELINES = ("supervised", "pseudolabel", "fixmatch")
 # (label count, baseline) -> folder; at 40 labels FixMatch is the r2d2_strong table's
@@ -86,7 +88,8 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_lambda2000", "r2d2_strong", "the config, λ 2000 (store step 31)"),
         ("pool50k_250_strong_weakview", "r2d2_strong", f"**the config**: the config before, {R2_WEAK_VIEW}"),
         ("pool50k_250_strong_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300),
-        ("pool50k_250_strong_weakview_r2every25", "r2d2_strong", f"{EVERY25}, R2 from the weak view")],
+        ("pool50k_250_strong_weakview_r2every25", "r2d2_strong", f"{EVERY25}, R2 from the weak view"),
+        ("pool50k_250_strong_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE)],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
@@ -96,7 +99,8 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_40/hard_ft0_lr_warmup300_r2every25", "r2d2_strong",
          f"the config, {WARMUP300}"),
         ("pool50k_40/hard_ft0_lr_weakview", "r2d2_strong", WEAK_VIEW),
-        ("pool50k_40/hard_ft0_lr_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300)],
+        ("pool50k_40/hard_ft0_lr_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300),
+        ("pool50k_40/hard_ft0_lr_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE)],
 }
 
 
