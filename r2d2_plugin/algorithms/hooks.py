@@ -233,15 +233,12 @@ class RepredictHook(Hook):
         if self.unfilled is None:
             return
         start = time.perf_counter()
-        if self.frozen is None:
-            idx, logits = last_occurrence(idx.to(self.unfilled.device), logits_w.to(self.unfilled.device))
-            new = self.unfilled[idx]
-            rows, logits = idx[new], logits[new]
-        else:
-            rows = idx.to(self.unfilled.device).unique()
-            rows = rows[self.unfilled[rows]]
-            logits = self.frozen(self.eval_images(algorithm, rows))["logits"] if len(rows) else None
+        rows, logits = last_occurrence(idx.to(self.unfilled.device), logits_w.to(self.unfilled.device))
+        new = self.unfilled[rows]
+        rows, logits = rows[new], logits[new]
         if len(rows):
+            if algorithm.args.r2d2_repredict_from != "weak_view":
+                logits = self.frozen(self.eval_images(algorithm, rows))["logits"]
             algorithm.store.assign(rows, logits.float())
             self.unfilled[rows] = False
         algorithm.repredict_seconds += time.perf_counter() - start

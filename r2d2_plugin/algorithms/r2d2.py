@@ -180,7 +180,7 @@ class R2D2(AlgorithmBase):
 
     def store_summary(self) -> str:
         if self.repredictor.filled() is not None:
-            source = "frozen network's" if self.repredictor.frozen is not None else "network's weak-view"
+            source = "network's weak-view" if self.args.r2d2_repredict_from == "weak_view" else "frozen network's"
             return f"each row takes the {source} logits when training first reads it"
         accuracy = self.store.accuracy()
         known = "" if accuracy != accuracy else f"pseudo-label acc {accuracy:.4f}, "
