@@ -6,13 +6,16 @@ import csv
 import numpy as np
 
 import pytest
+from PIL import Image
 
 from r2d2_plugin import ConfigError
 from r2d2_plugin.tools import bench
+from r2d2_plugin.tools.common import write_rows
 from conftest import R2D2_SHORT, SHORT, DIGITS_CONFIG
 from test_fashionmnist import write_npz
 
 TINY = [*SHORT, *R2D2_SHORT, "--num_eval_iter", "20"]
+PLOTS = ("top1_vs_iteration.png", "r2d2_pseudo_labels.png")
 
 
 def test_suite_runs_every_algorithm_and_label_count_once_and_resumes(tmp_path):
@@ -38,6 +41,22 @@ def test_suite_runs_every_algorithm_and_label_count_once_and_resumes(tmp_path):
         checkpoint.unlink()
     bench.main(argv)
     assert (out / "table.md").read_text() == table
+
+    # Re-running one run of the suite (its row deleted) keeps the whole suite's COMMAND, table and
+    # plots: the other label count's section as it was, the figures the size the full command made.
+    command, sizes = (out / "COMMAND").read_text(), {p: Image.open(out / p).size for p in PLOTS}
+    with open(out / "runs.csv", newline="") as f:
+        kept = [r for r in csv.DictReader(f) if (r["algorithm"], r["num_labels"]) != ("r2d2", "100")]
+    write_rows(str(out / "runs.csv"), bench.FIELDS, kept)
+    bench.main(["--c", DIGITS_CONFIG, "--algorithms", "r2d2", "--num_labels", "100", "--seeds", "0",
+                "--out", str(out), *TINY])
+    assert (out / "COMMAND").read_text() == command
+    with open(out / "runs.csv", newline="") as f:
+        assert [(r["algorithm"], r["num_labels"]) for r in csv.DictReader(f)] == [
+            ("r2d2", "40"), ("supervised", "40"), ("r2d2", "100"), ("supervised", "100")]
+    after = (out / "table.md").read_text()
+    assert after.split("### ")[1] == table.split("### ")[1] and after.count("R2-D2 cost") == 2
+    assert {p: Image.open(out / p).size for p in PLOTS} == sizes
 
 
 def test_an_algorithm_config_must_share_data_net_batches_and_budget(tmp_path):

@@ -6,7 +6,9 @@
 Every run uses the config's split, net, batch sizes and iteration budget; only ``algorithm``,
 ``num_labels``, ``seed`` and ``save_name`` change (other ``--option value`` pairs go to every
 run). Each run is a fresh spawned process; ``--jobs`` of them run side by side. A run already in
-``runs.csv`` is not run again, so an interrupted suite resumes. Writes to ``--out``:
+``runs.csv`` is not run again, so an interrupted suite resumes; a command asking for only some
+of a folder's runs (rows deleted from ``runs.csv`` to re-run them) leaves the folder's
+``COMMAND``, table and plots those of its whole suite. Writes to ``--out``:
 ``runs.csv`` (one row per run), ``table.md`` (mean ± std error % per label count, cost of
 R2-D2), ``curves/<algorithm>_<num_labels>_seed<seed>.csv``, ``top1_vs_iteration.png``,
 ``r2d2_pseudo_labels.png`` (when r2d2 ran), ``COMMAND``; run folders and console logs under
@@ -24,7 +26,7 @@ import resource
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -35,7 +37,9 @@ from ..cli.config import get_config
 from ..cli.train import run
 from ..core.schedule import StageSchedule
 from ..errors import ConfigError
-from .common import STD_NOTE, mean_pm_std, read_rows, spawned_runs, write_command, write_rows
+from .common import STD_NOTE, mean_pm_std, read_command, read_rows, spawned_runs, write_command, write_rows
+
+MODULE = "r2d2_plugin.tools.bench"
 
 FIELDS = ["algorithm", "num_labels", "seed", "error_pct", "best_top1", "final_top1",
           "train_seconds", "step_seconds", "cpu_seconds", "cpu_step_seconds", "torch_threads",
@@ -281,9 +285,10 @@ def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: S
     return table
 
 
-def main(argv: Sequence[str] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.bench")
+def parse(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
+    """The bench's own options (``num_labels`` filled from the config when not given) and the
+    ``--option value`` pairs it passes on to every run."""
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     parser.add_argument("--c", required=True)
     parser.add_argument("--algorithms", nargs="+", default=["r2d2", "supervised", "fixmatch"])
     parser.add_argument("--num_labels", nargs="+", type=int, help="label counts (default: the config's)")
@@ -299,18 +304,46 @@ def main(argv: Sequence[str] = None) -> None:
         if "{num_labels}" in args.c:
             raise ConfigError(f"--c {args.c} depends on the label count", "give --num_labels")
         args.num_labels = [get_config(["--c", args.c]).num_labels]
+    return args, extra
+
+
+def runs_of(args: argparse.Namespace) -> Set[Tuple[str, int, int]]:
+    """The (algorithm, num_labels, seed) runs a bench command asks for."""
+    return {(a, n, s) for a in args.algorithms for n in args.num_labels for s in args.seeds}
+
+
+def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str],
+                  done: Set[Tuple[str, int, int]]) -> Tuple[argparse.Namespace, List[str]]:
+    """The command whose ``COMMAND``, ``table.md`` and plots the folder gets: this one, unless it
+    asks for only some of the folder's finished runs (``done``) while the folder's ``COMMAND``
+    asks for all of them, as when some rows of a suite are re-run: that one then stays."""
+    saved = read_command(args.out, MODULE)
+    if saved is not None and not done <= runs_of(args):
+        suite, suite_extra = parse(saved)
+        if done <= runs_of(suite):
+            print(f"=== bench: {args.out} holds runs this command does not ask for; its COMMAND, "
+                  "table.md and plots stay those of its COMMAND", flush=True)
+            suite.out, suite.dataset, suite.eval_split = args.out, args.dataset, args.eval_split
+            return suite, suite_extra
+    write_command(args.out, MODULE, argv)
+    return args, extra
+
+
+def main(argv: Sequence[str] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parse(argv)
     configs = {n: algorithm_configs(args.c, args.algorithm_config, args.algorithms, extra, n)
                for n in args.num_labels}
     config = configs[args.num_labels[0]][args.algorithms[0]]
     args.dataset, args.eval_split = config.dataset, config.eval_split
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     os.makedirs(args.out, exist_ok=True)
-    write_command(args.out, "r2d2_plugin.tools.bench", argv)
     rows = read_rows(os.path.join(args.out, "runs.csv"))
     done = {(r["algorithm"], int(r["num_labels"]), int(r["seed"])) for r in rows}
+    suite, suite_extra = suite_command(args, extra, argv, done)
     todo = [(a, n, s) for n in args.num_labels for s in args.seeds for a in args.algorithms
             if (a, n, s) not in done]
-    order = {a: i for i, a in enumerate(args.algorithms)}
+    order = {a: i for i, a in enumerate(suite.algorithms)}
 
     def rank(row: Dict[str, str]) -> tuple:
         return int(row["num_labels"]), order.get(row["algorithm"], len(order)), row["algorithm"], int(row["seed"])
@@ -329,15 +362,14 @@ def main(argv: Sequence[str] = None) -> None:
         row = {k: str(v) for k, v in result.items()}
         rows.append(row)
         rows.sort(key=rank)
-        write_outputs(rows, args, extra)
+        write_outputs(rows, suite, suite_extra)
         left.remove(task[1:4])
         print(f"=== bench {i}/{len(todo)}: {run_name(row['algorithm'], row['num_labels'], row['seed'])} "
               f"error {row['error_pct']} % in {row['train_seconds']} s; "
               f"suite ETA {suite_eta(rows, left, args.jobs)}", flush=True)
-    table = write_outputs(rows, args, extra)
-    plot(args.out, args.algorithms, args.num_labels, args.c, extra)
+    table = write_outputs(rows, suite, suite_extra)
+    plot(args.out, suite.algorithms, suite.num_labels, suite.c, suite_extra)
     print(table)
-
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import shlex
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +36,17 @@ def write_command(out: str, module: str, argv: Sequence[str], name: str = "COMMA
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, name), "w") as f:
         f.write(f"{prefix}{launcher} -m {module} {shlex.join(argv)}\n")
+
+
+def read_command(out: str, module: str, name: str = "COMMAND") -> Optional[List[str]]:
+    """The arguments after ``-m module`` in ``out/name`` as ``write_command`` wrote them (None if
+    there is no such file or it runs another module)."""
+    path = os.path.join(out, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        tokens = shlex.split(f.read())
+    return tokens[tokens.index(module) + 1:] if module in tokens else None
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
