@@ -1,6 +1,8 @@
 """``r2d2_strong`` (R2-D2 trained on USB's strong view) through USB's trainer on digits."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from semilearn.core.hooks import Hook
@@ -103,6 +105,47 @@ def test_weak_view_repredictions_take_the_training_steps_weak_view(tmp_path):
     distance = torch.cdist(read, step.weak)
     assert distance.amin(dim=1).max() < 1e-4
     assert sorted(distance.argmin(dim=1).tolist()) == list(range(len(step.weak)))
+
+
+class StepLosses(Hook):
+    """The labeled and unlabeled loss USB logs at every training step."""
+
+    def before_run(self, algorithm) -> None:
+        self.losses = []
+
+    def after_train_step(self, algorithm) -> None:
+        self.losses.append((algorithm.log_dict["train/sup_loss"], algorithm.log_dict["train/unsup_loss"]))
+
+
+def trained(argv):
+    alg, _ = build_alg(argv)
+    losses = StepLosses()
+    alg.register_hook(losses, "StepLosses", "LOWEST")
+    alg.train()
+    return alg, torch.tensor(losses.losses)
+
+
+def test_with_fixmatchs_target_weight_and_lrs_it_trains_as_fixmatch(tmp_path):
+    """The control is USB's fixmatch (same config, seed, threshold 0.7). r2d2_strong with a
+    reprediction before every step from the weak view (so each row read is that step's weak-view
+    logits), the hard target at FixMatch's threshold, FixMatch's weight per unlabeled image
+    (α = B / (uratio·batch_size) = 24 / 16), no entropy term, no warm-up, and as its R2 lrs USB's
+    cosine schedule, lr·cos(7πk / 16K) at step k of K, trains as FixMatch does: the same losses at
+    every step and the same weights at the end, up to float rounding."""
+    fixmatch, control = trained(short_argv(tmp_path / "fixmatch", "--algorithm", "fixmatch", "--p_cutoff", "0.7",
+                                           r2d2=False))
+    steps, lr = fixmatch.num_train_iter, fixmatch.args.lr
+    cosine = ",".join(repr(lr * math.cos(7 * math.pi * k / (16 * steps))) for k in range(steps))
+    alg, losses = trained(short_argv(
+        tmp_path / "r2d2", "--algorithm", "r2d2_strong", "--r2d2_warmup_iter", "0", "--r2d2_d2_iter", "0",
+        "--r2d2_r2_iter", str(steps), "--r2d2_finetune_iter", "0", "--r2d2_repredict_period", "1",
+        "--r2d2_lr_r2", cosine, "--r2d2_repredict_from", "weak_view", "--r2d2_strong_target_loss", "hard",
+        "--r2d2_strong_threshold", "0.7", "--r2d2_alpha", "1.5", "--r2d2_beta", "0",
+        "--r2d2_labeled_loss", "ce", r2d2=False))
+    assert alg.repredictions == steps and (control[:, 1] > 0).sum() >= steps // 4
+    torch.testing.assert_close(losses, control, rtol=1e-4, atol=1e-5)
+    for (name, weight), (_, reference) in zip(alg.model.state_dict().items(), fixmatch.model.state_dict().items()):
+        torch.testing.assert_close(weight, reference, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_repredictions_from_ema_by_default(tmp_path):
