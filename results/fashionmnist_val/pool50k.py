@@ -25,6 +25,10 @@ R2_WEAK_VIEW = ("R2 from the weak view (`r2d2_repredict_from: weak_view`: each r
 WEAK_VIEW = f"the config, {R2_WEAK_VIEW}"
 WEAK_VIEW_WARMUP300 = f"{WEAK_VIEW}, stages 300 / 1594 / 1106 / 0"
 FIXMATCH_LIKE = f"{WEAK_VIEW}, no warm-up (stages 0 / 1894 / 1106 / 0), α 4/3 (λ 37.5), β 0"
+REDUCED = ("FixMatch reduced (`fixmatch_reduction.py`): the FixMatch-like row with a reprediction "
+           "from the weak view before every iteration (stages 0 / 0 / 3000 / 0, period 1)")
+REDUCED_COSINE = f"{REDUCED} and USB's cosine lrs 0.05 cos(7πk / 48000): FixMatch's arithmetic"
+REDUCED_STEPPED = f"{REDUCED} and the FixMatch-like row's stepped lrs: that row without D2's stale re-reads"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
@@ -44,6 +48,8 @@ RUNS_40 = {
     "hard_ft0_lr_weakview": ("r2d2_strong", "947 / 947 / 1106 / 0", "4 × 276", WEAK_VIEW),
     "hard_ft0_lr_weakview_warmup300": ("r2d2_strong", "300 / 1594 / 1106 / 0", "4 × 276", WEAK_VIEW),
     "hard_ft0_lr_weakview_fixmatchlike": ("r2d2_strong", "0 / 1894 / 1106 / 0", "4 × 276", FIXMATCH_LIKE),
+    "fmreduction_stepped": ("r2d2_strong", "0 / 0 / 3000 / 0", "3000 × 1", REDUCED_STEPPED),
+    "fmreduction_cosine": ("r2d2_strong", "0 / 0 / 3000 / 0", "3000 × 1", REDUCED_COSINE),
 }
 BASELINES = ("supervised", "pseudolabel", "fixmatch")
 # (label count, baseline) -> folder; at 40 labels FixMatch is the r2d2_strong table's
@@ -89,7 +95,9 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_weakview", "r2d2_strong", f"**the config**: the config before, {R2_WEAK_VIEW}"),
         ("pool50k_250_strong_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300),
         ("pool50k_250_strong_weakview_r2every25", "r2d2_strong", f"{EVERY25}, R2 from the weak view"),
-        ("pool50k_250_strong_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE)],
+        ("pool50k_250_strong_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE),
+        ("pool50k_250_strong_fmreduction_stepped", "r2d2_strong", REDUCED_STEPPED),
+        ("pool50k_250_strong_fmreduction_cosine", "r2d2_strong", REDUCED_COSINE)],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
@@ -100,7 +108,9 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
          f"the config, {WARMUP300}"),
         ("pool50k_40/hard_ft0_lr_weakview", "r2d2_strong", WEAK_VIEW),
         ("pool50k_40/hard_ft0_lr_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300),
-        ("pool50k_40/hard_ft0_lr_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE)],
+        ("pool50k_40/hard_ft0_lr_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE),
+        ("pool50k_40/fmreduction_stepped", "r2d2_strong", REDUCED_STEPPED),
+        ("pool50k_40/fmreduction_cosine", "r2d2_strong", REDUCED_COSINE)],
 }
 
 
