@@ -29,6 +29,7 @@ REDUCED = ("FixMatch reduced (`fixmatch_reduction.py`): the FixMatch-like row wi
            "from the weak view before every iteration (stages 0 / 0 / 3000 / 0, period 1)")
 REDUCED_COSINE = f"{REDUCED} and USB's cosine lrs 0.05 cos(7πk / 48000): FixMatch's arithmetic"
 REDUCED_STEPPED = f"{REDUCED} and the FixMatch-like row's stepped lrs: that row without D2's stale re-reads"
+RERUN = "its config, re-run with the twenty-fifth session's code (the same seeds)"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
@@ -97,7 +98,8 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_250_strong_weakview_r2every25", "r2d2_strong", f"{EVERY25}, R2 from the weak view"),
         ("pool50k_250_strong_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE),
         ("pool50k_250_strong_fmreduction_stepped", "r2d2_strong", REDUCED_STEPPED),
-        ("pool50k_250_strong_fmreduction_cosine", "r2d2_strong", REDUCED_COSINE)],
+        ("pool50k_250_strong_fmreduction_cosine", "r2d2_strong", REDUCED_COSINE),
+        ("pool50k_fixmatch_rerun", "fixmatch", RERUN)],
     40: [
         ("pool50k_40_r2d2", "r2d2", "**the config**"),
         ("pool50k_40_r2d2_ft0_lr", "r2d2", f"the 4000-label config ({NO_FT_LR})"),
@@ -110,15 +112,18 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
         ("pool50k_40/hard_ft0_lr_weakview_warmup300", "r2d2_strong", WEAK_VIEW_WARMUP300),
         ("pool50k_40/hard_ft0_lr_weakview_fixmatchlike", "r2d2_strong", FIXMATCH_LIKE),
         ("pool50k_40/fmreduction_stepped", "r2d2_strong", REDUCED_STEPPED),
-        ("pool50k_40/fmreduction_cosine", "r2d2_strong", REDUCED_COSINE)],
+        ("pool50k_40/fmreduction_cosine", "r2d2_strong", REDUCED_COSINE),
+        ("pool50k_fixmatch_rerun", "fixmatch", RERUN)],
 }
 
 
-def errors(folder: str, algorithm: str = "") -> Dict[int, float]:
-    """Seed -> final error % of the folder's finished runs (of ``algorithm`` only, if given)."""
+def errors(folder: str, algorithm: str = "", num_labels: int = 0) -> Dict[int, float]:
+    """Seed -> final error % of the folder's finished runs (of ``algorithm`` and ``num_labels``
+    only, if given)."""
     path = os.path.join(HERE, folder, "runs.csv")
     rows = read_rows(path) if os.path.exists(path) else []
-    return {int(r["seed"]): float(r["error_pct"]) for r in rows if not algorithm or r["algorithm"] == algorithm}
+    return {int(r["seed"]): float(r["error_pct"]) for r in rows
+            if (not algorithm or r["algorithm"] == algorithm) and (not num_labels or int(r["num_labels"]) == num_labels)}
 
 
 def mean_std(values: List[float]) -> str:
@@ -154,14 +159,15 @@ def table_40() -> List[str]:
 
 def table_suite(num_labels: int) -> List[str]:
     base = [(BASELINE_FOLDERS[num_labels, a], a, "its config") for a in BASELINES]
-    refs = {a: errors(folder, a) for folder, a, _ in base}
+    refs = {a: errors(folder, a, num_labels) for folder, a, _ in base}
     lines = [f"## {num_labels} labels: every algorithm on its config, r2d2 variants", "",
              row(["folder", "algorithm", "setting", "error % per seed", "**mean ± std**",
                   *[f"− {a}" for a in BASELINES]]), "|---" * 8 + "|"]
     for folder, algorithm, setting in base + RUNS_SUITE[num_labels]:
-        err = errors(folder, algorithm)
+        err = errors(folder, algorithm, num_labels)
         if err:
-            vs = [paired(err, refs[a]) if algorithm != a else "—" for a in BASELINES]
+            vs = [paired(err, refs[a]) if (folder, algorithm) != (BASELINE_FOLDERS[num_labels, a], a) else "—"
+                  for a in BASELINES]
             lines.append(row([f"`{folder}`", algorithm, setting,
                               " / ".join(f"{err[s]:.2f}" for s in sorted(err)),
                               f"**{mean_std(list(err.values()))}**", *vs]))
