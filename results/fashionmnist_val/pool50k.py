@@ -29,7 +29,7 @@ REDUCED = ("FixMatch reduced (`fixmatch_reduction.py`): the FixMatch-like row wi
            "from the weak view before every iteration (stages 0 / 0 / 3000 / 0, period 1)")
 REDUCED_COSINE = f"{REDUCED} and USB's cosine lrs 0.05 cos(7πk / 48000): FixMatch's arithmetic"
 REDUCED_STEPPED = f"{REDUCED} and the FixMatch-like row's stepped lrs: that row without D2's stale re-reads"
-RERUN = "its config, re-run with the twenty-fifth session's code (the same seeds)"
+RERUN = "its config, re-run in the twenty-fifth session (the same code path and seeds)"
 # folder: (algorithm, stages warm-up / D2 / R2 / fine-tune, R2 periods, other options)
 RUNS_40 = {
     "fixmatch": ("fixmatch", "", "", "configs/r2d2_fashionmnist_40.yaml's settings"),
