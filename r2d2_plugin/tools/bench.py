@@ -316,11 +316,12 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
                   done: Set[Tuple[str, int, int]]) -> Tuple[argparse.Namespace, List[str]]:
     """The command whose ``COMMAND``, ``table.md`` and plots the folder gets: this one, unless it
     asks for only some of the folder's finished runs (``done``) while the folder's ``COMMAND``
-    asks for all of them, as when some rows of a suite are re-run: that one then stays."""
+    asks for all of them and for this command's, as when some rows of a suite are re-run: that
+    one then stays."""
     saved = read_command(args.out, MODULE)
     if saved is not None and not done <= runs_of(args):
         suite, suite_extra = parse(saved)
-        if done <= runs_of(suite):
+        if done | runs_of(args) <= runs_of(suite):
             print(f"=== bench: {args.out} holds runs this command does not ask for; its COMMAND, "
                   "table.md and plots stay those of its COMMAND", flush=True)
             suite.out, suite.dataset, suite.eval_split = args.out, args.dataset, args.eval_split
@@ -370,6 +371,7 @@ def main(argv: Sequence[str] = None) -> None:
     table = write_outputs(rows, suite, suite_extra)
     plot(args.out, suite.algorithms, suite.num_labels, suite.c, suite_extra)
     print(table)
+
 
 if __name__ == "__main__":
     main()
