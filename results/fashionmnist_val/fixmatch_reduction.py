@@ -7,21 +7,24 @@ that very step, as in FixMatch; ``r2d2_lr_r2`` then holds one lr per iteration:
 
 - ``*_stepped.yaml``: the FixMatch-like row's lrs (0.05 for 1894 iterations, then 0.04 / 0.03 /
   0.02 / 0.01 for 276, 276, 276, 278): that row without D2's stale re-reads;
-- ``*_cosine.yaml``: USB's cosine schedule, FixMatch's lr at iteration k: 0.05 cos(7πk / 48000).
+- ``*_cosine.yaml``: USB's cosine schedule (its ``get_cosine_schedule_with_warmup``), FixMatch's lr
+  at iteration k: 0.05 cos(7πk / 48000).
 
 Both take the FixMatch-like row's other options (``pool50k.md``): no warm-up, α 4/3 (FixMatch's
 unlabeled weight per image; λ 37.5, the same store step), β 0, R2 from the weak view.
 Usage, from the repository root: python results/fashionmnist_val/fixmatch_reduction.py
 """
-import math
 import os
 
+import torch
 from ruamel.yaml import YAML
+from semilearn.core.utils import get_cosine_schedule_with_warmup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ITERATIONS, LR = 3000, 0.05
 STEPPED = [LR] * 1894 + [0.04] * 276 + [0.03] * 276 + [0.02] * 276 + [0.01] * 278
-COSINE = [round(LR * math.cos(math.pi * 7 / 16 * k / ITERATIONS), 8) for k in range(ITERATIONS)]
+COSINE_FACTOR = get_cosine_schedule_with_warmup(torch.optim.SGD([torch.zeros(1)], lr=LR), ITERATIONS).lr_lambdas[0]
+COSINE = [round(LR * COSINE_FACTOR(k), 8) for k in range(ITERATIONS)]
 
 
 def main() -> None:
