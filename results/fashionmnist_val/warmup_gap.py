@@ -1,4 +1,4 @@
-"""r2d2_strong's gap to FixMatch at 40 labels, seed by seed, against how far FixMatch has got when
+"""r2d2_strong's gap to FixMatch at 40 labels, seed by seed, beside both runs' top-1 when
 r2d2_strong's warm-up ends (issue 16): validation seeds 0-5 (``pool50k_40/`` for 0-2,
 ``pool50k_40_seeds345/`` for 3-5, each folder's ``COMMAND`` makes it) and, for comparison only
 (nothing is chosen on it), the test suite's seeds 0-2 (``../fashionmnist``). Writes
@@ -62,45 +62,42 @@ def diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
 def markdown() -> str:
     lines = [f"r2d2_strong (`configs/r2d2_strong_fashionmnist_40.yaml`) against FixMatch at 40 labels, "
              f"seed by seed. Top-1 at iteration {WARMUP_EVAL}: the last evaluation before r2d2_strong's "
-             "warm-up (947 iterations, labeled images only) ends. FixMatch-like: the config with no warm-up, "
+             "warm-up (947 iterations, labeled images only) ends; validation and test top-1 are on different "
+             "eval sets. FixMatch-like: the config with no warm-up, "
              "R2 from the weak view, α 4/3, β 0 (`pool50k.md`). Made by "
              "`python results/fashionmnist_val/warmup_gap.py`.", "",
              "| split | seed | supervised error % | FixMatch top-1 at 750 | r2d2_strong top-1 at 750 | "
              "FixMatch error % | config error % | config − FixMatch | FixMatch-like error % | "
              "FixMatch-like − config |", "|---" * 10 + "|"]
-    gaps: Dict[str, List[float]] = {"validation": [], "test": []}
-    lead, warmup, gap_all, like_vs_config = [], [], [], []
+    per_split: Dict[str, Dict[str, List[float]]] = {}
+    like_vs_config: List[float] = []
     for (split, seeds), roles in FOLDERS.items():
         for seed in seeds:
             err = {role: error(folder, ALGORITHM[role], seed) for role, folder in roles.items()}
             early = {role: top1_at(roles[role], ALGORITHM[role], seed, WARMUP_EVAL) for role in ("fixmatch", "config")}
             gap, like = diff(err["config"], err["fixmatch"]), diff(err.get("fixmatchlike"), err["config"])
-            if gap is not None:
-                gaps[split].append(gap)
-                if None not in early.values():
-                    lead.append(early["fixmatch"] - early["config"])
-                    warmup.append(early["config"])
-                    gap_all.append(gap)
+            if gap is not None and None not in early.values():
+                for key, value in (("gap", gap), ("warm-up", early["config"]), ("fixmatch", early["fixmatch"])):
+                    per_split.setdefault(split, {}).setdefault(key, []).append(value)
             if like is not None:
                 like_vs_config.append(like)
             lines.append("| " + " | ".join([split, str(seed), cell(err["supervised"]), cell(early["fixmatch"]),
                                             cell(early["config"]), cell(err["fixmatch"]), cell(err["config"]),
                                             cell(gap), cell(err.get("fixmatchlike")), cell(like)]) + " |")
     lines.append("")
-    for split, values in gaps.items():
-        if values:
-            lines.append(f"- config − FixMatch, {split} ({len(values)} seeds): {mean_pm_std(values)} points "
-                         "(per-seed differences, mean ± sample std, n − 1).")
+    for split, values in per_split.items():
+        n = len(values["gap"])
+        line = (f"- {split} ({n} seeds): config − FixMatch {mean_pm_std(values['gap'])} points (per-seed "
+                f"differences, mean ± sample std, n − 1); top-1 at iteration {WARMUP_EVAL}: r2d2_strong "
+                f"{np.mean(values['warm-up']):.1f} %, FixMatch {np.mean(values['fixmatch']):.1f} %")
+        if n > 3:
+            r = float(np.corrcoef(values["warm-up"], values["gap"])[0, 1])
+            line += f"; r2d2_strong's top-1 at {WARMUP_EVAL} against config − FixMatch: Pearson r = {r:.2f}"
+        lines.append(line + ".")
     if like_vs_config:
         lower = sum(v < 0 for v in like_vs_config)
         lines.append(f"- FixMatch-like − config, validation ({len(like_vs_config)} seeds): "
                      f"{mean_pm_std(like_vs_config)} points; lower on {lower} of {len(like_vs_config)} seeds.")
-    if len(lead) > 2:
-        for name, values in ((f"FixMatch's lead at iteration {WARMUP_EVAL} (top-1 points)", lead),
-                             (f"r2d2_strong's top-1 at iteration {WARMUP_EVAL}", warmup)):
-            r = float(np.corrcoef(values, gap_all)[0, 1])
-            lines.append(f"- {name} against config − FixMatch, the {len(lead)} seeds of both splits: "
-                         f"Pearson r = {r:.2f}.")
     return "\n".join(lines) + "\n"
 
 
