@@ -49,6 +49,13 @@ def read_command(out: str, module: str, name: str = "COMMAND") -> Optional[List[
     return tokens[tokens.index(module) + 1:] if module in tokens else None
 
 
+def write_report(path: str, text: str) -> None:
+    """Write a report (a table in markdown) to ``path`` and print it."""
+    with open(path, "w") as f:
+        f.write(text)
+    print(text)
+
+
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and sample standard deviation (n − 1; 0 for a single value)."""
     values = np.asarray(values, dtype=float)

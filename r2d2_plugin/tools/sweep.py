@@ -23,7 +23,7 @@ import numpy as np
 from .bench import one_run
 from ..cli.config import get_config
 from ..core.schedule import StageSchedule
-from .common import STD_NOTE, mean_pm_std, read_rows, spawned_runs, write_command, write_rows
+from .common import STD_NOTE, mean_pm_std, read_rows, spawned_runs, write_command, write_report, write_rows
 
 GRIDS: Dict[str, Tuple[Tuple[str, List[float]], Tuple[str, List[float]]]] = {
     "alpha_beta": (("r2d2_alpha", [0.03, 0.1, 0.3]), ("r2d2_beta", [0.0, 0.03, 0.1])),
@@ -134,11 +134,8 @@ def main(argv: Sequence[str] = None) -> None:
                                                                  int(r["seed"]))))
         print(f"=== sweep {i}/{len(todo)}: {rows[-1]['grid']} {rows[-1]['x']} {rows[-1]['y']} "
               f"seed {rows[-1]['seed']}: error {rows[-1]['error_pct']} %", flush=True)
-    text = table(rows, defaults)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(text)
     heatmaps(rows, os.path.join(args.out, "heatmaps.png"))
-    print(text)
+    write_report(os.path.join(args.out, "table.md"), table(rows, defaults))
 
 
 if __name__ == "__main__":

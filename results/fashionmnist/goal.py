@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from r2d2_plugin.tools.common import mean_pm_std, read_rows
+from r2d2_plugin.tools.common import mean_pm_std, read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALONE = os.path.join(HERE, "..", "fashionmnist_runtime_alone")
@@ -126,9 +126,7 @@ def main() -> None:
     for num_labels in sorted(table, reverse=True):
         lines += section(num_labels, table[num_labels])
     lines += warmup_section(table)
-    with open(os.path.join(HERE, "goal.md"), "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_report(os.path.join(HERE, "goal.md"), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Usage, from the repository root: python results/fashionmnist_seeds345/six_seeds.
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
-from r2d2_plugin.tools.common import STD_NOTE, mean_pm_std, read_rows
+from r2d2_plugin.tools.common import STD_NOTE, mean_pm_std, read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = {(0, 1, 2): os.path.join(HERE, "..", "fashionmnist", "runs.csv"),
@@ -72,7 +72,4 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-    text = markdown()
-    with open(os.path.join(HERE, "six_seeds.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_report(os.path.join(HERE, "six_seeds.md"), markdown())

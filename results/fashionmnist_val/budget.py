@@ -14,7 +14,7 @@ import os
 import re
 from typing import Dict
 
-from r2d2_plugin.tools.common import read_rows
+from r2d2_plugin.tools.common import read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALGORITHMS = ("supervised", "fixmatch", "r2d2")
@@ -80,10 +80,8 @@ def main() -> None:
     text = ("Validation error % at 4000 labels, seed 0 (one seed: no std), by budget. Made by "
             "`python results/fashionmnist_val/budget.py`.\n\n"
             + "\n".join(markdown(table, SERIES[prefix]) for prefix, table in tables.items()))
-    with open(os.path.join(HERE, "budget.md"), "w") as f:
-        f.write(text)
     plot(tables, os.path.join(HERE, "budget.png"))
-    print(text)
+    write_report(os.path.join(HERE, "budget.md"), text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import glob
 import os
 from typing import List, Tuple
 
-from r2d2_plugin.tools.common import read_rows
+from r2d2_plugin.tools.common import read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF_LOSS, CE = "reference (D2 loss)", "**ce**"
@@ -71,6 +71,4 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-    with open(os.path.join(HERE, "labeled_ce.md"), "w") as f:
-        f.write(markdown())
-    print(markdown())
+    write_report(os.path.join(HERE, "labeled_ce.md"), markdown())

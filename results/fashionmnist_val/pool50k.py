@@ -11,7 +11,7 @@ import os
 import statistics
 from typing import Dict, List, Sequence, Tuple
 
-from r2d2_plugin.tools.common import read_rows
+from r2d2_plugin.tools.common import read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = "500 / 250 / 2000 / 250"
@@ -186,7 +186,4 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-    text = markdown()
-    with open(os.path.join(HERE, "pool50k.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_report(os.path.join(HERE, "pool50k.md"), markdown())

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from r2d2_plugin.tools.common import mean_pm_std, read_rows
+from r2d2_plugin.tools.common import mean_pm_std, read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = os.path.join(HERE, "..", "fashionmnist")
@@ -102,7 +102,4 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-    text = markdown()
-    with open(os.path.join(HERE, "warmup_gap.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_report(os.path.join(HERE, "warmup_gap.md"), markdown())
