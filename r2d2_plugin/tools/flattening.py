@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .bench import column, read_curves, seed_mean
-from .common import STD_NOTE, mean_pm_std, read_rows, write_command
+from .common import STD_NOTE, mean_pm_std, read_rows, write_command, write_report
 
 KEYS = (("r2d2/pseudo_label_entropy", "pseudo-label entropy (nats)"),
         ("r2d2/pseudo_label_acc", "pseudo-label accuracy"))
@@ -70,10 +70,7 @@ def main(argv: Sequence[str] = None) -> None:
                 if int(r["num_labels"]) == args.num_labels]
         err = column(rows, "r2d2", "error_pct")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_pm_std(err)} |")
-    table = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table)
-    print(table)
+    write_report(os.path.join(args.out, "table.md"), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
