@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 
@@ -84,6 +85,19 @@ def test_a_config_per_label_count(tmp_path):
         curve = bench.read_curve(str(out / "curves" / f"supervised_{n}_seed0.csv"))
         evaluated = curve["iteration"][~np.isnan(curve["eval/top-1-acc"])]
         assert list(evaluated) == list(range(every, 41, every)), (n, evaluated)
+
+
+def test_adding_seeds_to_a_suite_names_every_seed_in_its_command(tmp_path):
+    """A command with the folder's settings and other seeds trains only its own seeds; the folder's
+    ``COMMAND`` and table then name the seeds of both, so that ``COMMAND`` regenerates every row."""
+    out = tmp_path / "suite"
+    argv = ["--c", DIGITS_CONFIG, "--algorithms", "supervised", "--out", str(out), *SHORT]
+    bench.main([*argv, "--seeds", "1"])
+    bench.main([*argv, "--seeds", "0", "2", "--jobs", "2"])
+    assert (out / "COMMAND").read_text().rstrip().endswith(" --seeds 0 1 2 --jobs 2")
+    with open(out / "runs.csv", newline="") as f:
+        assert [r["seed"] for r in csv.DictReader(f)] == ["0", "1", "2"]
+    assert re.search(r"\| supervised \|[^\n]*\| 3 \|", (out / "table.md").read_text())
 
 
 def test_a_label_count_the_data_does_not_have_is_refused(tmp_path):

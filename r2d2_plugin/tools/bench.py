@@ -312,12 +312,32 @@ def runs_of(args: argparse.Namespace) -> Set[Tuple[str, int, int]]:
     return {(a, n, s) for a in args.algorithms for n in args.num_labels for s in args.seeds}
 
 
+def with_seeds(argv: Sequence[str], seeds: Sequence[int]) -> List[str]:
+    """``argv`` with ``--seeds`` naming ``seeds`` (added at the end if ``argv`` has none)."""
+    argv = list(argv)
+    if "--seeds" not in argv:
+        return [*argv, "--seeds", *map(str, seeds)]
+    start = end = argv.index("--seeds") + 1
+    while end < len(argv) and argv[end].isdigit():
+        end += 1
+    return [*argv[:start], *map(str, seeds), *argv[end:]]
+
+
+def same_but_seeds(a: argparse.Namespace, a_extra: List[str], b: argparse.Namespace, b_extra: List[str]) -> bool:
+    """Whether two bench commands for one folder ask for the same settings, whatever their seeds
+    (and the jobs and threads they run with)."""
+    ignored = ("seeds", "jobs", "threads", "out", "dataset", "eval_split")
+    return a_extra == b_extra and ({k: v for k, v in vars(a).items() if k not in ignored}
+                                   == {k: v for k, v in vars(b).items() if k not in ignored})
+
+
 def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str],
                   done: Set[Tuple[str, int, int]]) -> Tuple[argparse.Namespace, List[str]]:
     """The command whose ``COMMAND``, ``table.md`` and plots the folder gets: this one, unless it
     asks for only some of the folder's finished runs (``done``) while the folder's ``COMMAND``
     asks for all of them and for this command's, as when some rows of a suite are re-run: that
-    one then stays."""
+    one then stays; or unless it adds seeds to the folder's ``COMMAND`` (the same settings, other
+    seeds): then this one with the seeds of both."""
     saved = read_command(args.out, MODULE)
     if saved is not None and not done <= runs_of(args):
         suite, suite_extra = parse(saved)
@@ -326,6 +346,12 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
                   "table.md and plots stay those of its COMMAND", flush=True)
             suite.out, suite.dataset, suite.eval_split = args.out, args.dataset, args.eval_split
             return suite, suite_extra
+        if same_but_seeds(args, extra, suite, suite_extra):
+            seeds = sorted(set(suite.seeds) | set(args.seeds))
+            print(f"=== bench: {args.out} holds the same suite's other seeds; its COMMAND names seeds "
+                  f"{' '.join(map(str, seeds))}", flush=True)
+            write_command(args.out, MODULE, with_seeds(argv, seeds))
+            return argparse.Namespace(**{**vars(args), "seeds": seeds}), extra
     write_command(args.out, MODULE, argv)
     return args, extra
 
