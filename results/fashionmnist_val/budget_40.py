@@ -29,6 +29,7 @@ def markdown() -> str:
              "| seed | FixMatch 3,000 | config 3,000 | gap 3,000 | FixMatch 12,000 | config 12,000 | gap 12,000 | "
              "gap 12,000 − gap 3,000 |", "|---" * 8 + "|"]
     gaps: Dict[str, List[float]] = {"short": [], "long": [], "change": []}
+    errors: Dict[str, List[float]] = {}
     for seed in SEEDS:
         short = {role: error(short_folder(role, seed), "r2d2_strong" if role == "config" else role, seed)
                  for role in ("fixmatch", "config")}
@@ -38,6 +39,9 @@ def markdown() -> str:
         if change is not None:
             for key, value in (("short", gap_short), ("long", gap_long), ("change", change)):
                 gaps[key].append(value)
+            for role in ("fixmatch", "config"):
+                errors.setdefault(f"{role} 3,000", []).append(short[role])
+                errors.setdefault(f"{role} 12,000", []).append(long[role])
         lines.append("| " + " | ".join([str(seed), cell(short["fixmatch"]), cell(short["config"]), cell(gap_short),
                                         cell(long["fixmatch"]), cell(long["config"]), cell(gap_long),
                                         cell(change)]) + " |")
@@ -45,7 +49,8 @@ def markdown() -> str:
     closed, narrowed = sum(g <= 0 for g in gaps["long"]), sum(c < 0 for c in gaps["change"])
     lines += ["", f"Over the {n} seeds with both budgets (per-seed differences, mean ± sample std, n − 1): gap at "
               f"3,000 {mean_pm_std(gaps['short'])}, at 12,000 {mean_pm_std(gaps['long'])}, change "
-              f"{mean_pm_std(gaps['change'])} points.",
+              f"{mean_pm_std(gaps['change'])} points. Error % (mean ± sample std over the seeds): "
+              + ", ".join(f"{key} {mean_pm_std(values)}" for key, values in errors.items()) + ".",
               f"- Closed (config at or under FixMatch at 12,000) on {closed} of {n} seeds; narrowed (gap smaller "
               f"at 12,000) on {narrowed} of {n}. The rule: at least {NEEDED} of 6 → "
               + ("closes" if n == 6 and closed >= NEEDED else "narrows" if n == 6 and narrowed >= NEEDED
