@@ -8,7 +8,7 @@ import os
 from typing import Dict, List, Optional
 
 from r2d2_plugin.tools.common import mean_pm_std, write_report
-from warmup_gap import FOLDERS, HERE, cell, diff, error
+from warmup_gap import ALGORITHM, FOLDERS, HERE, cell, diff, error
 
 LONG = {"fixmatch": "budget_40_12000/fixmatch", "config": "budget_40_12000/config"}
 SEEDS = range(6)
@@ -31,9 +31,8 @@ def markdown() -> str:
     gaps: Dict[str, List[float]] = {"short": [], "long": [], "change": []}
     errors: Dict[str, List[float]] = {}
     for seed in SEEDS:
-        short = {role: error(short_folder(role, seed), "r2d2_strong" if role == "config" else role, seed)
-                 for role in ("fixmatch", "config")}
-        long = {role: error(folder, "r2d2_strong" if role == "config" else role, seed) for role, folder in LONG.items()}
+        short = {role: error(short_folder(role, seed), ALGORITHM[role], seed) for role in LONG}
+        long = {role: error(folder, ALGORITHM[role], seed) for role, folder in LONG.items()}
         gap_short, gap_long = diff(short["config"], short["fixmatch"]), diff(long["config"], long["fixmatch"])
         change: Optional[float] = diff(gap_long, gap_short)
         if change is not None:
