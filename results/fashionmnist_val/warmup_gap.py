@@ -34,10 +34,10 @@ def folder_path(folder: str) -> str:
     return folder if os.path.isabs(folder) else os.path.join(HERE, folder)
 
 
-def error(folder: str, algorithm: str, seed: int) -> Optional[float]:
-    """Final error % of one finished 40-label run (None if it has not finished)."""
+def error(folder: str, algorithm: str, seed: int, num_labels: int = 40) -> Optional[float]:
+    """Final error % of one finished run (None if it has not finished)."""
     for r in read_rows(os.path.join(folder_path(folder), "runs.csv")):
-        if (r["algorithm"], int(r["num_labels"]), int(r["seed"])) == (algorithm, 40, seed):
+        if (r["algorithm"], int(r["num_labels"]), int(r["seed"])) == (algorithm, num_labels, seed):
             return float(r["error_pct"])
     return None
 
