@@ -119,6 +119,17 @@ def test_an_option_of_another_algorithm_is_refused_on_the_command_line():
         get_config(["--c", DIGITS_CONFIG, "--algorithm", "fixmatch", "--r2d2_alpha", "0.3"])
 
 
+@pytest.mark.parametrize("argv, listed, absent", [
+    (["--c", DIGITS_CONFIG], "--r2d2_alpha", "--p_cutoff"),
+    (["--c", DIGITS_CONFIG, "--algorithm", "fixmatch"], "--p_cutoff", "--r2d2_alpha"),
+])
+def test_help_lists_the_options_of_the_configs_algorithm(argv, listed, absent, capsys):
+    with pytest.raises(SystemExit) as stop:
+        get_config([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "--num_train_iter" in out and listed in out and absent not in out
+
+
 def test_a_baseline_reads_an_r2d2_yaml_with_its_own_options():
     """The bench runs USB's baselines from an r2d2 YAML: the file's r2d2 keys belong to the
     algorithm it names, and FixMatch's own options take USB's defaults."""

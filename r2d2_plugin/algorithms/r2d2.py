@@ -3,7 +3,7 @@ AAAI 2020) as a USB algorithm, following the authors' reference code (R2D2.pytor
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ class R2D2(AlgorithmBase):
                   labeled_logit=args.r2d2_labeled_logit)
 
     def init(self, alpha: float, beta: float, lam: float, labeled_logit: float) -> None:
+        """The loss weights and the empty pseudo-label store, one row per unlabeled sample."""
         self.alpha, self.beta, self.lam, self.labeled_logit = alpha, beta, lam, labeled_logit
         ulb = self.dataset_dict["train_ulb"]
         labels = torch.as_tensor(np.asarray(ulb.targets))
@@ -95,7 +96,7 @@ class R2D2(AlgorithmBase):
         ulb.alg = self.ULB_VIEWS
         return dataset_dict
 
-    def set_optimizer(self):
+    def set_optimizer(self) -> Tuple[torch.optim.Optimizer, LambdaLR]:
         """USB's optimizer; the lr follows the stage schedule instead of USB's cosine."""
         optimizer, _ = super().set_optimizer()
         schedule, base_lr = self.schedule, self.args.lr
@@ -103,6 +104,7 @@ class R2D2(AlgorithmBase):
         return optimizer, scheduler
 
     def set_hooks(self) -> None:
+        """USB's hooks, with R2's ``RepredictHook`` and the warm-up's view switch run first."""
         self.repredictor = RepredictHook()
         self.register_hook(self.repredictor, "RepredictHook", "HIGHEST")
         self.register_hook(WarmupViewsHook(), "WarmupViewsHook", "HIGHEST")
@@ -113,12 +115,13 @@ class R2D2(AlgorithmBase):
         return labeled_targets(y_lb, self.num_classes, self.labeled_logit)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
-                   x_ulb_w: Optional[torch.Tensor] = None):
+                   x_ulb_w: Optional[torch.Tensor] = None) -> Tuple[Dict[str, Any], Dict[str, float]]:
         """Through warm-up-only epochs USB serves no unlabeled views (``ULB_VIEWS_WARMUP``)."""
         return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w)
 
     def d2_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
-                x_ulb_w: torch.Tensor, x_ulb_s: Optional[torch.Tensor] = None):
+                x_ulb_w: torch.Tensor, x_ulb_s: Optional[torch.Tensor] = None
+                ) -> Tuple[Dict[str, Any], Dict[str, float]]:
         """One step of the current stage. The network is trained on the weak view, or on the
         strong view ``x_ulb_s`` when given (``r2d2_strong``); the store always descends from the
         weak view's prediction."""
@@ -179,6 +182,7 @@ class R2D2(AlgorithmBase):
                       f"{self.store_summary()}")
 
     def store_summary(self) -> str:
+        """What a reprediction left in the store, for the log."""
         if self.repredictor.filled() is not None:
             source = "network's weak-view" if self.args.r2d2_repredict_from == "weak_view" else "frozen network's"
             return f"each row takes the {source} logits when training first reads it"
@@ -221,6 +225,7 @@ class R2D2(AlgorithmBase):
         return metrics
 
     def check_finite(self, loss: torch.Tensor, stage: int) -> None:
+        """Stop before a NaN or infinite loss is applied, saying how to resume."""
         if not torch.isfinite(loss):
             path = f"{self.save_dir}/{self.save_name}/latest_model.pth"
             raise FloatingPointError(
@@ -230,6 +235,7 @@ class R2D2(AlgorithmBase):
                 f"load_path: {path}")
 
     def get_save_dict(self) -> Dict[str, Any]:
+        """USB's checkpoint with R2-D2's state: store, repredictions, lazy R2 and RNG states."""
         save_dict = super().get_save_dict()
         save_dict["r2d2"] = {
             "store": self.store.state_dict(),
@@ -242,6 +248,7 @@ class R2D2(AlgorithmBase):
         return save_dict
 
     def load_model(self, load_path: str) -> Dict[str, Any]:
+        """USB's resume, restoring R2-D2's state; refuses a checkpoint without it."""
         checkpoint = super().load_model(load_path)
         if "r2d2" not in checkpoint:
             raise ConfigError(f"{load_path} has no R2-D2 state (store, stage, repredictions)",
@@ -255,7 +262,8 @@ class R2D2(AlgorithmBase):
         return checkpoint
 
     @classmethod
-    def get_argument(cls):
+    def get_argument(cls) -> List[SSL_Argument]:
+        """R2-D2's options, each declared once (defaults: the reference's)."""
         return [
             SSL_Argument("--r2d2_alpha", float, 0.1, "weight α of KL(f || softmax(y~))"),
             SSL_Argument("--r2d2_beta", float, 0.03, "weight β of the entropy H(f)"),
@@ -333,6 +341,7 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore the RNG states that ``rng_state`` saved."""
     name, keys, pos, has_gauss, gauss = state["numpy"]
     random.setstate(state["python"])
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))

@@ -9,7 +9,7 @@ pseudo-labels), checkpoint and metrics are ``R2D2``'s.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ class R2D2Strong(R2D2):
         super().__init__(args, net_builder, tb_log, logger)
 
     def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor,
-                   x_ulb_w: Optional[torch.Tensor] = None, x_ulb_s: Optional[torch.Tensor] = None):
+                   x_ulb_w: Optional[torch.Tensor] = None, x_ulb_s: Optional[torch.Tensor] = None
+                   ) -> Tuple[Dict[str, Any], Dict[str, float]]:
         """Through warm-up-only epochs USB serves no unlabeled views (``ULB_VIEWS_WARMUP``)."""
         return self.d2_step(x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s)
 
@@ -76,7 +77,8 @@ class R2D2Strong(R2D2):
         return (target_term + d2_loss(entropy_logits, targets, 0.0, self.beta)) * mask
 
     @classmethod
-    def get_argument(cls):
+    def get_argument(cls) -> List[SSL_Argument]:
+        """R2-D2's options and the strong view's."""
         return super().get_argument() + [
             SSL_Argument("--r2d2_strong_T", float, 1.0, "temperature of the strong view's target"),
             SSL_Argument("--r2d2_strong_threshold", float, 0.0,
@@ -91,6 +93,7 @@ class R2D2Strong(R2D2):
 
 
 def check_strong_options(args: Any) -> None:
+    """Refuse r2d2_strong options out of range, naming the fix."""
     if not args.r2d2_strong_T > 0:
         raise ConfigError(f"r2d2_strong_T={args.r2d2_strong_T} must be > 0",
                           "set a positive temperature (1 keeps the pseudo-label as it is)")

@@ -20,7 +20,7 @@ from ..algorithms.r2d2_strong import R2D2Strong, check_strong_options
 from ..core.schedule import StageSchedule
 from ..errors import ConfigError
 from ..usb.datasets import (OFFLINE_CLASSES, OFFLINE_DATASETS, USB_CV_DATASETS, VAL_SPLIT_DATASETS,
-                            unknown_dataset)
+                            check_num_classes, unknown_dataset)
 
 USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k",
                           "aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers",
@@ -65,6 +65,7 @@ PLUGIN_OPTIONS: List[tuple] = [("eval_split", str, "test")]
 
 
 def read_yaml(path: str) -> Dict[str, Any]:
+    """The YAML at ``path`` as a dict ({} for no path)."""
     if not path:
         return {}
     if not os.path.isfile(path):
@@ -73,8 +74,9 @@ def read_yaml(path: str) -> Dict[str, Any]:
         return YAML(typ="safe", pure=True).load(f) or {}
 
 
-def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.cli.train", allow_abbrev=False,
+def build_parser(algorithm: Optional[str], add_help: bool = True) -> argparse.ArgumentParser:
+    """USB's base options, the plugin's and, for a registered ``algorithm``, its ``get_argument()``."""
+    parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.cli.train", allow_abbrev=False, add_help=add_help,
                                      description="Train a USB algorithm (r2d2 included) from a USB YAML.")
     parser.add_argument("--c", type=str, default="", help="USB-format YAML config")
     for name, kind, default in BASE_OPTIONS + PLUGIN_OPTIONS:
@@ -88,7 +90,8 @@ def build_parser(algorithm: Optional[str]) -> argparse.ArgumentParser:
 def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """USB's namespace: defaults < YAML < command line; then ``check_config``."""
     argv = list(argv or [])
-    first, _ = build_parser(None).parse_known_args(argv)
+    # no --help here: the parser of the chosen algorithm answers it, with the algorithm's options
+    first, _ = build_parser(None, add_help=False).parse_known_args(argv)
     from_file = read_yaml(first.c)
     algorithm = first.algorithm if "--algorithm" in argv else from_file.get("algorithm", first.algorithm)
     if algorithm not in ALGORITHMS:
@@ -149,9 +152,8 @@ def check_config(args: argparse.Namespace) -> None:
     if args.dataset not in known:
         raise unknown_dataset(args.dataset)
     expected = USB_CV_DATASETS.get(args.dataset, OFFLINE_CLASSES.get(args.dataset))
-    if expected is not None and args.num_classes != expected:
-        raise ConfigError(f"num_classes={args.num_classes} but dataset '{args.dataset}' has "
-                          f"{expected} classes", f"set num_classes: {expected}")
+    if expected is not None:
+        check_num_classes(args.dataset, args.num_classes, expected)
     if args.num_train_iter % args.epoch:
         raise ConfigError(f"num_train_iter={args.num_train_iter} is not a multiple of "
                           f"epoch={args.epoch}", "choose epoch so that it divides num_train_iter")

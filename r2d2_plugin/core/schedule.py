@@ -70,6 +70,7 @@ class StageSchedule:
         return schedule
 
     def validate(self, num_train_iter: int) -> None:
+        """Refuse stages that do not add up to ``num_train_iter`` or cannot run, naming the fix."""
         lengths = dict(r2d2_warmup_iter=self.warmup_iter, r2d2_d2_iter=self.d2_iter,
                        r2d2_r2_iter=self.r2_iter, r2d2_finetune_iter=self.finetune_iter)
         for name, value in lengths.items():
@@ -87,7 +88,7 @@ class StageSchedule:
                               "give the D2 or R2 stage at least one iteration")
         if self.repredict_period < 1:
             raise ConfigError(f"r2d2_repredict_period={self.repredict_period} must be >= 1",
-                              "set it to a positive iteration count (default: r2d2_r2_iter / 4)")
+                              "set it to a positive iteration count (default: r2d2_r2_iter // len(r2d2_lr_r2))")
         if not self.lr_r2:
             raise ConfigError("r2d2_lr_r2 is empty", "give one lr per R2 repredict period, "
                               "e.g. [0.12, 0.08, 0.04, 0.004]")

@@ -182,9 +182,11 @@ class PseudoLabelStore:
         return self.logits.detach().cpu().clone()
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The store for a checkpoint: its logits on the CPU."""
         return {"logits": self.full_logits()}
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """The store from a checkpoint; refuses one of another shape (another dataset or split)."""
         logits = state["logits"]
         if logits.shape != self.logits.shape:
             raise ConfigError(f"the checkpoint's pseudo-label store has shape {tuple(logits.shape)}, "
@@ -194,7 +196,7 @@ class PseudoLabelStore:
         self.logits = self.placed(logits)
 
 
-def last_occurrence(idx: torch.Tensor, rows: torch.Tensor):
+def last_occurrence(idx: torch.Tensor, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``idx`` without repeats, each with the row of its last occurrence."""
     unique, inverse = torch.unique(idx, return_inverse=True)
     if len(unique) == len(idx):

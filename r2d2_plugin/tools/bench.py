@@ -26,7 +26,7 @@ import resource
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -270,7 +270,8 @@ def suite_eta(rows: List[Dict[str, str]], todo: Sequence[tuple], jobs: int) -> s
     return f"{int(left / jobs // 60)} min"
 
 
-def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace, extra: Sequence[str]) -> str:
+def write_outputs(rows: List[Dict[str, str]], args: argparse.Namespace) -> str:
+    """``runs.csv`` and ``table.md`` in ``args.out``; returns the table."""
     write_rows(os.path.join(args.out, "runs.csv"), FIELDS, rows)
     tables = []
     for num_labels in args.num_labels:
@@ -356,7 +357,7 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
     return args, extra
 
 
-def main(argv: Sequence[str] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parse(argv)
     configs = {n: algorithm_configs(args.c, args.algorithm_config, args.algorithms, extra, n)
@@ -389,12 +390,12 @@ def main(argv: Sequence[str] = None) -> None:
         row = {k: str(v) for k, v in result.items()}
         rows.append(row)
         rows.sort(key=rank)
-        write_outputs(rows, suite, suite_extra)
+        write_outputs(rows, suite)
         left.remove(task[1:4])
         print(f"=== bench {i}/{len(todo)}: {run_name(row['algorithm'], row['num_labels'], row['seed'])} "
               f"error {row['error_pct']} % in {row['train_seconds']} s; "
               f"suite ETA {suite_eta(rows, left, args.jobs)}", flush=True)
-    table = write_outputs(rows, suite, suite_extra)
+    table = write_outputs(rows, suite)
     plot(args.out, suite.algorithms, suite.num_labels, suite.c, suite_extra)
     print(table)
 

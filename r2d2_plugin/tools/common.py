@@ -22,7 +22,13 @@ def read_rows(path: str) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def final_errors(path: str) -> Dict[Tuple[str, int, int], float]:
+    """(algorithm, num_labels, seed) -> final error % of every finished run in the ``runs.csv`` at ``path``."""
+    return {(r["algorithm"], int(r["num_labels"]), int(r["seed"])): float(r["error_pct"]) for r in read_rows(path)}
+
+
 def write_rows(path: str, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
+    """``rows`` as a CSV file with the columns ``fields``."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

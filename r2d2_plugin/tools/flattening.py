@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def value_at(curves, key: str, iteration: int) -> float:
     return float(mean[np.flatnonzero(its <= iteration)[-1]])
 
 
-def main(argv: Sequence[str] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.flattening")
     parser.add_argument("--with-r2", required=True)

@@ -42,7 +42,7 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -358,7 +358,7 @@ def run_part(part: str, work: Callable[[], Any], checks: List[Dict[str, Any]]) -
     return result
 
 
-def main(argv: Sequence[str] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.gpu_check")
     parser.add_argument("--out", default=str(ROOT / "results" / "gpu"))

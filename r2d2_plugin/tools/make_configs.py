@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from ..algorithms.r2d2 import R2D2
 from ..core.loss import REFERENCE_BATCH, REFERENCE_LAMBDA, reference_lambda
@@ -121,7 +121,7 @@ def to_yaml(config: Dict[str, Any]) -> str:
     return "".join(f"{k}: {value(v)}\n" for k, v in config.items())
 
 
-def main(argv: Sequence[str] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.make_configs")
     parser.add_argument("--out", default="configs")
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ code; ``integration_tests/test_docs.py`` checks that the committed page is curre
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from semilearn.algorithms.utils import str2bool
 
@@ -93,7 +93,7 @@ def render() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.options_doc")
     parser.add_argument("--out", default="docs/options.md")
     args = parser.parse_args(argv)

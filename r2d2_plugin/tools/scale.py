@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -260,7 +260,7 @@ def digits_table(rows: List[Dict[str, str]], dtypes: Sequence[str], config: str)
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m r2d2_plugin.tools.scale")
     parser.add_argument("--out", required=True)

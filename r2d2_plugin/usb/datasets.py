@@ -107,6 +107,7 @@ def pick_labeled(name: str, labels: np.ndarray, train_idx: np.ndarray, num_label
 
 
 def check_num_classes(name: str, num_classes: int, found: int) -> None:
+    """Refuse a ``num_classes`` that is not the dataset's class count, naming the right one."""
     if num_classes != found:
         raise ConfigError(f"num_classes={num_classes} but dataset '{name}' has {found} classes",
                           f"set num_classes: {found}")

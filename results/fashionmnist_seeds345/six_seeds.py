@@ -7,7 +7,7 @@ Usage, from the repository root: python results/fashionmnist_seeds345/six_seeds.
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
-from r2d2_plugin.tools.common import STD_NOTE, mean_pm_std, read_rows, write_report
+from r2d2_plugin.tools.common import STD_NOTE, final_errors, mean_pm_std, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = {(0, 1, 2): os.path.join(HERE, "..", "fashionmnist", "runs.csv"),
@@ -27,9 +27,9 @@ def errors(num_labels: int) -> Dict[int, Errors]:
     """Seed -> algorithm -> final test error % at ``num_labels``."""
     table: Dict[int, Errors] = {}
     for seeds, path in SOURCES.items():
-        for r in read_rows(path.format(num_labels=num_labels)):
-            if int(r["num_labels"]) == num_labels and int(r["seed"]) in seeds:
-                table.setdefault(int(r["seed"]), {})[r["algorithm"]] = float(r["error_pct"])
+        for (algorithm, labels, seed), error in final_errors(path.format(num_labels=num_labels)).items():
+            if labels == num_labels and seed in seeds:
+                table.setdefault(seed, {})[algorithm] = error
     return table
 
 

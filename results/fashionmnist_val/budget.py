@@ -14,7 +14,7 @@ import os
 import re
 from typing import Dict
 
-from r2d2_plugin.tools.common import read_rows, write_report
+from r2d2_plugin.tools.common import final_errors, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALGORITHMS = ("supervised", "fixmatch", "r2d2")
@@ -29,8 +29,8 @@ def read(prefix: str) -> Dict[int, Dict[str, float]]:
     for folder in glob.glob(os.path.join(HERE, f"budget_{prefix}*")):
         match = re.search(rf"budget_{prefix}(\d+)$", folder)
         if match:
-            rows = read_rows(os.path.join(folder, "runs.csv"))
-            table[int(match.group(1))] = {r["algorithm"]: float(r["error_pct"]) for r in rows}
+            errors = final_errors(os.path.join(folder, "runs.csv"))
+            table[int(match.group(1))] = {algorithm: error for (algorithm, _, _), error in errors.items()}
     return dict(sorted(table.items()))
 
 

@@ -10,57 +10,42 @@ labeled set is always kept). Usage:
 writes OUT_DIR/fm_val_<N>_s<seed>[_pool<P>].npz
 """
 import argparse
-import gzip
 import os
-import shutil
-import tempfile
 
 import numpy as np
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
-RAW = "/usr/share/datasets/fashion-mnist"
-VAL_SEED, VAL_PER_CLASS, POOL_SEED = 12345, 1000, 54321
+from r2d2_plugin.usb.datasets import per_class_pick
+from r2d2_plugin.usb.fashionmnist import CLASSES, SYSTEM_DIR, VAL_SEED, locate, read_split
 
-
-def read_train():
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
-            paths[name] = os.path.join(tmp, name)
-            with gzip.open(os.path.join(RAW, name + ".gz")) as src, open(paths[name], "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        images = read_image_file(paths["train-images-idx3-ubyte"]).numpy()
-        labels = read_label_file(paths["train-labels-idx1-ubyte"]).numpy().astype(np.int64)
-    return images, labels
+VAL_PER_CLASS, POOL_SEED = 1000, 54321
 
 
-def per_class(labels, n, seed, among):
-    rng = np.random.RandomState(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero((labels == c) & among))[:n]
-                                   for c in range(10)]))
+def per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` indices of every class, drawn with ``seed`` (the plugin's labeled-set draw)."""
+    return per_class_pick(labels, {c: n for c in range(CLASSES)}, seed)
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("num_labels", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--pool", type=int, default=None)
     args = parser.parse_args()
-    images, labels = read_train()
-    val = per_class(labels, VAL_PER_CLASS, VAL_SEED, np.ones(len(labels), bool))
+    images, labels = read_split(locate(SYSTEM_DIR, allow_download=False), "train")
+    val = per_class(labels, VAL_PER_CLASS, VAL_SEED)
     train = np.setdiff1d(np.arange(len(labels)), val)
     x, y = images[train], labels[train]
     os.makedirs(args.out, exist_ok=True)
     for n in args.num_labels:
         for seed in args.seeds:
-            lb = per_class(y, n // 10, seed, np.ones(len(y), bool))
+            lb = per_class(y, n // CLASSES, seed)
             keep = np.arange(len(y))
             if args.pool is not None:
                 rest = np.setdiff1d(keep, lb)
                 order = np.random.RandomState(POOL_SEED).permutation(rest)
                 # class-stratified: the first pool/10 of every class in the fixed order
-                picked = np.concatenate([order[y[order] == c][:(args.pool // 10)] for c in range(10)])
+                picked = np.concatenate([order[y[order] == c][:(args.pool // CLASSES)] for c in range(CLASSES)])
                 keep = np.sort(np.concatenate([lb, picked]))
             marks = np.full(len(y), -1)
             marks[lb] = y[lb]

@@ -8,10 +8,9 @@ here from them.
 Usage, from the repository root: python results/fashionmnist_val/pool50k.py
 """
 import os
-import statistics
 from typing import Dict, List, Sequence, Tuple
 
-from r2d2_plugin.tools.common import read_rows, write_report
+from r2d2_plugin.tools.common import final_errors, mean_pm_std, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = "500 / 250 / 2000 / 250"
@@ -120,16 +119,13 @@ RUNS_SUITE: Dict[int, List[Tuple[str, str, str]]] = {
 def errors(folder: str, algorithm: str = "", num_labels: int = 0) -> Dict[int, float]:
     """Seed -> final error % of the folder's finished runs (of ``algorithm`` and ``num_labels``
     only, if given)."""
-    path = os.path.join(HERE, folder, "runs.csv")
-    rows = read_rows(path) if os.path.exists(path) else []
-    return {int(r["seed"]): float(r["error_pct"]) for r in rows
-            if (not algorithm or r["algorithm"] == algorithm) and (not num_labels or int(r["num_labels"]) == num_labels)}
+    return {seed: error for (alg, labels, seed), error in final_errors(os.path.join(HERE, folder, "runs.csv")).items()
+            if (not algorithm or alg == algorithm) and (not num_labels or labels == num_labels)}
 
 
 def mean_std(values: List[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f} (one seed)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if values else "—"
+    """``mean ± std`` of ``values``; "—" for none."""
+    return mean_pm_std(values) if values else "—"
 
 
 def paired(err: Dict[int, float], ref: Dict[int, float]) -> str:

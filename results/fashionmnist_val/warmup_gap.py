@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from r2d2_plugin.tools.common import mean_pm_std, read_rows, write_report
+from r2d2_plugin.tools.common import final_errors, mean_pm_std, read_rows, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = os.path.join(HERE, "..", "fashionmnist")
@@ -36,10 +36,7 @@ def folder_path(folder: str) -> str:
 
 def error(folder: str, algorithm: str, seed: int, num_labels: int = 40) -> Optional[float]:
     """Final error % of one finished run (None if it has not finished)."""
-    for r in read_rows(os.path.join(folder_path(folder), "runs.csv")):
-        if (r["algorithm"], int(r["num_labels"]), int(r["seed"])) == (algorithm, num_labels, seed):
-            return float(r["error_pct"])
-    return None
+    return final_errors(os.path.join(folder_path(folder), "runs.csv")).get((algorithm, num_labels, seed))
 
 
 def top1_at(folder: str, algorithm: str, seed: int, iteration: int) -> Optional[float]:
