@@ -1,9 +1,10 @@
 """r2d2_strong's gap to FixMatch on the validation split at the configs' budget (3,000 iterations)
 and at four times it (12,000 iterations, every R2-D2 stage × 4), seed by seed (issue 16): at 40
-labels, seeds 0-5 (``budget_40_12000/``; the short runs are ``warmup_gap.py``'s folders), and at
-250 labels, seeds 0-2 (``budget_250_12000/``; the short runs ``pool50k_250/`` for FixMatch and
-``pool50k_250_strong_weakview/`` for the config). Each long folder's ``COMMAND`` makes it; each
-label count's rule was fixed before its runs finished. Writes ``budget_gap.md`` here.
+labels, seeds 0-5 (``budget_40_12000/``; the short runs are ``warmup_gap.py``'s folders), at 250
+labels, seeds 0-2 (``budget_250_12000/``; the short runs ``pool50k_250/`` for FixMatch and
+``pool50k_250_strong_weakview/`` for the config), and at 4000 labels, seeds 0-2
+(``budget_4000_12000/``; the short runs ``pool50k_4000/`` and ``pool50k_4000_strong_ft0_lr/``). Each
+long folder's ``COMMAND`` makes it; each label count's rule was fixed before its runs finished. Writes ``budget_gap.md`` here.
 Usage, from the repository root: python results/fashionmnist_val/budget_gap.py
 """
 import os
@@ -30,11 +31,13 @@ def warmup_gap_folder(role: str, seed: int) -> str:
     return next(roles[role] for (split, seeds), roles in FOLDERS.items() if split == "validation" and seed in seeds)
 
 
-SHORT_250 = {"fixmatch": "pool50k_250", "config": "pool50k_250_strong_weakview"}
+SHORT = {250: {"fixmatch": "pool50k_250", "config": "pool50k_250_strong_weakview"},
+         4000: {"fixmatch": "pool50k_4000", "config": "pool50k_4000_strong_ft0_lr"}}
 COMPARISONS = {
     40: Comparison(warmup_gap_folder, {role: f"budget_40_12000/{role}" for role in ROLES}, range(6), 5),
-    250: Comparison(lambda role, seed: SHORT_250[role], {role: f"budget_250_12000/{role}" for role in ROLES},
-                    range(3), 3),
+    **{labels: Comparison(lambda role, seed, folders=folders: folders[role],
+                          {role: f"budget_{labels}_12000/{role}" for role in ROLES}, range(3), 3)
+       for labels, folders in SHORT.items()},
 }
 
 
@@ -76,7 +79,7 @@ def section(num_labels: int, comparison: Comparison) -> List[str]:
 
 
 def markdown() -> str:
-    lines = ["r2d2_strong (`configs/r2d2_strong_fashionmnist_{40,250}.yaml`) against FixMatch on the validation "
+    lines = ["r2d2_strong (`configs/r2d2_strong_fashionmnist_{40,250,4000}.yaml`) against FixMatch on the validation "
              "split, error % of the final EMA weights: at 3,000 iterations (the configs' budget) and at 12,000 "
              "(every R2-D2 stage × 4, FixMatch's cosine over 12,000). Made by "
              "`python results/fashionmnist_val/budget_gap.py`."]
