@@ -1,5 +1,7 @@
 """Issue 16's goal bars, measured on the suite's finished runs (``runs.csv``), written to
-``goal.md``. Usage, from the repository root: python results/fashionmnist/goal.py
+``goal.md``; or those of another suite folder given as the argument (the 4000-label runs at
+12,000 iterations: ``results/fashionmnist_12000``), written to its own ``goal.md``.
+Usage, from the repository root: python results/fashionmnist/goal.py [FOLDER]
 
 Per label count, means over the seeds that every algorithm involved has finished:
 - r2d2 at or under pseudolabel, and under supervised by at least half of FixMatch's gain over it;
@@ -8,14 +10,15 @@ Per label count, means over the seeds that every algorithm involved has finished
   ``../fashionmnist_runtime_alone/<num_labels>/runs.csv`` (the configs and code as they are now,
   one run at a time, alone on the machine). The suite's own run times are not compared: its
   r2d2 / r2d2_strong rows were re-run on another machine than the other algorithms' rows, beside
-  other work.
+  other work. Another folder's bar uses its own runs, all run the same way (two side by side).
 Then, per label count, how good the warm-up's predictions were (the pseudo-label accuracy of R2's
 first reprediction, from ``curves/``; with lazy R2 over the rows read since it) against what each
 R2-D2 variant ended with.
 """
 import os
+import sys
 from collections import defaultdict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,7 +46,7 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> List[str]:
+def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]], folder: str) -> List[str]:
     seeds = sorted(set.intersection(*(set(runs.get(a, {})) for a in NEEDED)))
     if not seeds:
         return [f"### {num_labels} labels", "", "Not every algorithm the bars need has finished a seed yet.", ""]
@@ -61,7 +64,8 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]]) -> Li
         f"{sup - half_gain:.2f} | {verdict(r2d2 <= sup - half_gain)} | {r2d2 - (sup - half_gain):+.2f} points |",
         f"| r2d2_strong ≤ fixmatch | {strong:.2f} vs {fixmatch:.2f} | {verdict(strong <= fixmatch)} | "
         f"{strong - fixmatch:+.2f} points |",
-        *alone_rows(num_labels), ""]
+        *(alone_rows(num_labels) if folder == HERE
+          else timing_rows(runs, seeds, f"two side by side, `{os.path.basename(folder)}`")), ""]
 
 
 def timing_rows(runs: Dict[str, Dict[int, Dict[str, float]]], seeds: List[int], where: str) -> List[str]:
@@ -92,7 +96,7 @@ def first_and_last_store_acc(curve: str) -> Tuple[float, float]:
     return float(rows[0]["r2d2/pseudo_label_acc"]), float(rows[-1]["r2d2/pseudo_label_acc"])
 
 
-def warmup_section(table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]]) -> List[str]:
+def warmup_section(table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]], folder: str) -> List[str]:
     lines = ["### Where R2-D2 works: the warm-up's predictions against the end", "",
              "Means over the seeds each variant and supervised have both finished. Pseudo-label accuracy: "
              "the store's argmax against the pool's true labels (60k rows, the labeled ones included; "
@@ -110,7 +114,7 @@ def warmup_section(table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]]) -> 
             sup = float(np.mean([runs["supervised"][s]["error_pct"] for s in seeds]))
             diff = [runs[variant][s]["error_pct"] - runs["supervised"][s]["error_pct"] for s in seeds]
             accs = np.array([first_and_last_store_acc(os.path.join(
-                HERE, "curves", f"{variant}_{num_labels}_seed{s}.csv")) for s in seeds])
+                folder, "curves", f"{variant}_{num_labels}_seed{s}.csv")) for s in seeds])
             err = float(np.mean([runs[variant][s]["error_pct"] for s in seeds]))
             first, last = 100 * accs.mean(axis=0)
             lines.append(f"| {num_labels} | {variant} | {', '.join(map(str, seeds))} | {first:.1f} % | "
@@ -118,15 +122,18 @@ def warmup_section(table: Dict[int, Dict[str, Dict[int, Dict[str, float]]]]) -> 
     return lines + [""]
 
 
-def main() -> None:
-    table = read(os.path.join(HERE, "runs.csv"))
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    folder = os.path.abspath(args[0]) if args else HERE
+    command = "python results/fashionmnist/goal.py" + (f" results/{os.path.basename(folder)}" if args else "")
+    table = read(os.path.join(folder, "runs.csv"))
     lines = ["# Issue 16's goal bars on the finished runs", "",
-             "Made by `python results/fashionmnist/goal.py` from `runs.csv`; means over the seeds that "
+             f"Made by `{command}` from `runs.csv`; means over the seeds that "
              "r2d2, r2d2_strong, fixmatch, pseudolabel and supervised have all finished.", ""]
     for num_labels in sorted(table, reverse=True):
-        lines += section(num_labels, table[num_labels])
-    lines += warmup_section(table)
-    write_report(os.path.join(HERE, "goal.md"), "\n".join(lines))
+        lines += section(num_labels, table[num_labels], folder)
+    lines += warmup_section(table, folder)
+    write_report(os.path.join(folder, "goal.md"), "\n".join(lines))
 
 
 if __name__ == "__main__":
