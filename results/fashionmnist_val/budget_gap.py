@@ -31,13 +31,21 @@ def warmup_gap_folder(role: str, seed: int) -> str:
     return next(roles[role] for (split, seeds), roles in FOLDERS.items() if split == "validation" and seed in seeds)
 
 
-SHORT = {250: {"fixmatch": "pool50k_250", "config": "pool50k_250_strong_weakview"},
-         4000: {"fixmatch": "pool50k_4000", "config": "pool50k_4000_strong_ft0_lr"}}
+def same_folder(folders: Dict[str, str]) -> Callable[[str, int], str]:
+    """``folders[role]`` for every seed."""
+    return lambda role, seed: folders[role]
+
+
+def long_folders(num_labels: int) -> Dict[str, str]:
+    return {role: f"budget_{num_labels}_12000/{role}" for role in ROLES}
+
+
 COMPARISONS = {
-    40: Comparison(warmup_gap_folder, {role: f"budget_40_12000/{role}" for role in ROLES}, range(6), 5),
-    **{labels: Comparison(lambda role, seed, folders=folders: folders[role],
-                          {role: f"budget_{labels}_12000/{role}" for role in ROLES}, range(3), 3)
-       for labels, folders in SHORT.items()},
+    40: Comparison(warmup_gap_folder, long_folders(40), range(6), 5),
+    250: Comparison(same_folder({"fixmatch": "pool50k_250", "config": "pool50k_250_strong_weakview"}),
+                    long_folders(250), range(3), 3),
+    4000: Comparison(same_folder({"fixmatch": "pool50k_4000", "config": "pool50k_4000_strong_ft0_lr"}),
+                     long_folders(4000), range(3), 3),
 }
 
 
