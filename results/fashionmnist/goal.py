@@ -10,7 +10,7 @@ Per label count, means over the seeds that every algorithm involved has finished
   ``../fashionmnist_runtime_alone/<num_labels>/runs.csv`` (the configs and code as they are now,
   one run at a time, alone on the machine). The suite's own run times are not compared: its
   r2d2 / r2d2_strong rows were re-run on another machine than the other algorithms' rows, beside
-  other work. Another folder's bar uses its own runs, all run the same way (two side by side).
+  other work. Another folder's run times are not compared (its runs, too, ran beside other work).
 Then, per label count, how good the warm-up's predictions were (the pseudo-label accuracy of R2's
 first reprediction, from ``curves/``; with lazy R2 over the rows read since it) against what each
 R2-D2 variant ended with.
@@ -64,8 +64,7 @@ def section(num_labels: int, runs: Dict[str, Dict[int, Dict[str, float]]], folde
         f"{sup - half_gain:.2f} | {verdict(r2d2 <= sup - half_gain)} | {r2d2 - (sup - half_gain):+.2f} points |",
         f"| r2d2_strong ≤ fixmatch | {strong:.2f} vs {fixmatch:.2f} | {verdict(strong <= fixmatch)} | "
         f"{strong - fixmatch:+.2f} points |",
-        *(alone_rows(num_labels) if folder == HERE
-          else timing_rows(runs, seeds, f"two side by side, `{os.path.basename(folder)}`")), ""]
+        *(alone_rows(num_labels) if folder == HERE else []), ""]
 
 
 def timing_rows(runs: Dict[str, Dict[int, Dict[str, float]]], seeds: List[int], where: str) -> List[str]:
