@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import shlex
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -60,6 +60,14 @@ def write_report(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
     print(text)
+
+
+def join_sections(intro: str, sections: Iterable[List[str]]) -> str:
+    """A markdown report: ``intro``, then each section's lines after a blank line."""
+    lines = [intro]
+    for section in sections:
+        lines += [""] + section
+    return "\n".join(lines) + "\n"
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from r2d2_plugin.tools.common import mean_pm_std, write_report
+from r2d2_plugin.tools.common import join_sections, mean_pm_std, write_report
 from warmup_gap import HERE, cell, diff, error
 
 LABELS = 4000
@@ -56,13 +56,11 @@ def section(budget: str, folders: Dict[str, str]) -> List[str]:
 
 
 def markdown() -> str:
-    lines = ["Faithful r2d2 (`configs/r2d2_fashionmnist_4000.yaml`) against supervised training and FixMatch at "
-             "4000 labels on the validation split, error % of the final EMA weights, at the config's budget and "
-             "at four times it (every R2-D2 stage × 4; supervised and FixMatch with their cosine over 12,000). "
-             "Made by `python results/fashionmnist_val/budget_faithful.py`."]
-    for budget, folders in FOLDERS.items():
-        lines += [""] + section(budget, folders)
-    return "\n".join(lines) + "\n"
+    return join_sections("Faithful r2d2 (`configs/r2d2_fashionmnist_4000.yaml`) against supervised training and "
+                         "FixMatch at 4000 labels on the validation split, error % of the final EMA weights, at the "
+                         "config's budget and at four times it (every R2-D2 stage × 4; supervised and FixMatch with "
+                         "their cosine over 12,000). Made by `python results/fashionmnist_val/budget_faithful.py`.",
+                         (section(budget, folders) for budget, folders in FOLDERS.items()))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Usage, from the repository root: python results/fashionmnist_val/budget_gap.py
 import os
 from typing import Callable, Dict, List, NamedTuple, Optional
 
-from r2d2_plugin.tools.common import mean_pm_std, write_report
+from r2d2_plugin.tools.common import join_sections, mean_pm_std, write_report
 from warmup_gap import ALGORITHM, FOLDERS, HERE, cell, diff, error
 
 ROLES = ("fixmatch", "config")
@@ -87,13 +87,11 @@ def section(num_labels: int, comparison: Comparison) -> List[str]:
 
 
 def markdown() -> str:
-    lines = ["r2d2_strong (`configs/r2d2_strong_fashionmnist_{40,250,4000}.yaml`) against FixMatch on the validation "
-             "split, error % of the final EMA weights: at 3,000 iterations (the configs' budget) and at 12,000 "
-             "(every R2-D2 stage × 4, FixMatch's cosine over 12,000). Made by "
-             "`python results/fashionmnist_val/budget_gap.py`."]
-    for num_labels, comparison in COMPARISONS.items():
-        lines += [""] + section(num_labels, comparison)
-    return "\n".join(lines) + "\n"
+    return join_sections("r2d2_strong (`configs/r2d2_strong_fashionmnist_{40,250,4000}.yaml`) against FixMatch on the "
+                         "validation split, error % of the final EMA weights: at 3,000 iterations (the configs' "
+                         "budget) and at 12,000 (every R2-D2 stage × 4, FixMatch's cosine over 12,000). Made by "
+                         "`python results/fashionmnist_val/budget_gap.py`.",
+                         (section(num_labels, comparison) for num_labels, comparison in COMPARISONS.items()))
 
 
 if __name__ == "__main__":
