@@ -1,6 +1,6 @@
 """Issue 16's accuracy bars on six seeds: the head-to-head's seeds 0-2 (``../fashionmnist/runs.csv``)
-and seeds 3-5 run here with the same configs and code path (``4000/``, ``250/``: each folder's
-``COMMAND``). Each bar is written as a per-seed margin (at or under 0: met), averaged over seeds;
+and seeds 3-5 run here with the same configs and code path (``4000/``, ``250/``, ``40/``: each
+folder's ``COMMAND``). Each bar is written as a per-seed margin (at or under 0: met), averaged over seeds;
 the goal itself is judged on seeds 0-2 (``../fashionmnist/goal.md``). Writes ``six_seeds.md`` here.
 Usage, from the repository root: python results/fashionmnist_seeds345/six_seeds.py
 """
@@ -14,12 +14,13 @@ SOURCES = {(0, 1, 2): os.path.join(HERE, "..", "fashionmnist", "runs.csv"),
            (3, 4, 5): os.path.join(HERE, "{num_labels}", "runs.csv")}
 Errors = Dict[str, float]
 # (label counts, bar, margin of one seed's errors: at or under 0 where the bar is met)
+LABELS = (4000, 250, 40)
 BARS: List[Tuple[Tuple[int, ...], str, Callable[[Errors], float]]] = [
-    ((4000,), "r2d2 ≤ pseudolabel", lambda e: e["r2d2"] - e["pseudolabel"]),
-    ((4000,), "r2d2 ≤ supervised − ½ (supervised − fixmatch)",
+    (LABELS, "r2d2 ≤ pseudolabel", lambda e: e["r2d2"] - e["pseudolabel"]),
+    (LABELS, "r2d2 ≤ supervised − ½ (supervised − fixmatch)",
      lambda e: e["r2d2"] - (e["supervised"] + e["fixmatch"]) / 2),
-    ((4000, 250), "r2d2_strong ≤ fixmatch", lambda e: e["r2d2_strong"] - e["fixmatch"]),
-    ((4000,), "r2d2 ≤ supervised (not a bar)", lambda e: e["r2d2"] - e["supervised"]),
+    (LABELS, "r2d2_strong ≤ fixmatch", lambda e: e["r2d2_strong"] - e["fixmatch"]),
+    (LABELS, "r2d2 ≤ supervised (not a bar)", lambda e: e["r2d2"] - e["supervised"]),
 ]
 
 
@@ -60,7 +61,7 @@ def markdown() -> str:
                          f"{met} of {len(by_seed)} seeds |")
     lines += ["", "Test error % of the algorithms run on seeds 3-5:", "",
               "| labels | algorithm | seeds 0-2 | seeds 3-5 | **seeds 0-5** |", "|---|---|---|---|---|"]
-    for num_labels in (4000, 250):
+    for num_labels in LABELS:
         table = errors(num_labels)
         for algorithm in sorted({a for s, errs in table.items() if s in (3, 4, 5) for a in errs}):
             by_seed = {s: errs[algorithm] for s, errs in table.items() if algorithm in errs}
