@@ -130,10 +130,11 @@ def test_help_lists_the_options_of_the_configs_algorithm(argv, listed, absent, c
     assert stop.value.code == 0 and "--num_train_iter" in out and listed in out and absent not in out
 
 
-def test_a_baseline_reads_an_r2d2_yaml_with_its_own_options():
+@pytest.mark.parametrize("choice", [["--algorithm", "fixmatch"], ["--algorithm=fixmatch"]])
+def test_a_baseline_reads_an_r2d2_yaml_with_its_own_options(choice):
     """The bench runs USB's baselines from an r2d2 YAML: the file's r2d2 keys belong to the
-    algorithm it names, and FixMatch's own options take USB's defaults."""
-    args = get_config(["--c", DIGITS_CONFIG, "--algorithm", "fixmatch", "--p_cutoff", "0.9"])
+    algorithm it names, and FixMatch's own options take USB's defaults (either argparse form)."""
+    args = get_config(["--c", DIGITS_CONFIG, *choice, "--p_cutoff", "0.9"])
     assert (args.algorithm, args.p_cutoff, args.T) == ("fixmatch", 0.9, 0.5)
 
 

@@ -1,6 +1,7 @@
 """USB's resume path, the launcher with USB baselines, and the offline datasets."""
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ import torch
 from semilearn.core.hooks import Hook
 
 from r2d2_plugin.usb import datasets as data
-from r2d2_plugin.cli.train import run
+from r2d2_plugin.cli.config import get_config
+from r2d2_plugin.cli.train import prepare, run
 from conftest import ROOT, build_alg, short_argv
 
 
@@ -67,6 +69,22 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, algorithm, r2):
     for name in model_a:
         torch.testing.assert_close(model_b[name], model_a[name], rtol=0, atol=0, msg=name)
         torch.testing.assert_close(ema_b[name], ema_a[name], rtol=0, atol=0, msg=name)
+
+
+def test_resumed_curves_hold_each_iteration_once(tmp_path):
+    """Killed at iteration 26, six steps after the last checkpoint (20), the run had logged
+    iteration 25; the resumed run logs it again, and curves.csv keeps one row for it."""
+    alg = prepare(get_config(short_argv(tmp_path)))  # the launcher's path, its CurveHook included
+    alg.register_hook(CrashAt(26), "CrashAt", "HIGHEST")
+    with pytest.raises(Crash):
+        alg.train()
+    latest = tmp_path / "run" / "latest_model.pth"
+    assert torch.load(latest, map_location="cpu", weights_only=False)["it"] == 20
+    run(short_argv(tmp_path, "--resume", "True", "--load_path", str(latest)))
+    with open(tmp_path / "run" / "curves.csv", newline="") as f:
+        iterations = [int(row["iteration"]) for row in csv.DictReader(f)]
+    # every num_log_iter (5) and num_eval_iter (10) iterations of SHORT's 40
+    assert iterations == list(range(5, 41, 5))
 
 
 def test_fixmatch_runs_through_the_same_launcher_on_the_same_split(tmp_path):

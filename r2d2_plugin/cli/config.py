@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ruamel.yaml import YAML
 from semilearn.algorithms.utils import str2bool
@@ -27,7 +27,7 @@ USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", 
                           "yelp_review")
 
 
-def none_or(kind: type):
+def none_or(kind: type) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         return None if value in (None, "None", "none", "") else kind(value)
 
@@ -93,7 +93,8 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     # no --help here: the parser of the chosen algorithm answers it, with the algorithm's options
     first, _ = build_parser(None, add_help=False).parse_known_args(argv)
     from_file = read_yaml(first.c)
-    algorithm = first.algorithm if "--algorithm" in argv else from_file.get("algorithm", first.algorithm)
+    on_command_line = any(t == "--algorithm" or t.startswith("--algorithm=") for t in argv)
+    algorithm = first.algorithm if on_command_line else from_file.get("algorithm", first.algorithm)
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm '{algorithm}'",
                           f"set algorithm to one of {', '.join(sorted(ALGORITHMS.keys()))}")

@@ -41,11 +41,17 @@ class CurveHook(Hook):
     KEYS = ["eval/top-1-acc", *METRIC_KEYS]
 
     def before_run(self, algorithm: Any) -> None:
+        """A new file; on resume the old one, less the rows after the checkpoint's iteration
+        (the crashed run wrote them; the resumed run writes them again)."""
         self.path = os.path.join(algorithm.save_dir, algorithm.save_name, "curves.csv")
-        if not (algorithm.resume and os.path.isfile(self.path)):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(["iteration", *self.KEYS])
+        rows = [["iteration", *self.KEYS]]
+        if algorithm.resume and os.path.isfile(self.path):
+            with open(self.path, newline="") as f:
+                old = list(csv.reader(f))
+            rows = old[:1] + [row for row in old[1:] if int(row[0]) <= algorithm.it]
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
 
     def after_train_step(self, algorithm: Any) -> None:
         if not (self.every_n_iters(algorithm, algorithm.num_log_iter)
