@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from r2d2_plugin import ConfigError
 from r2d2_plugin.core.collectives import check_stores_agree
 from r2d2_plugin.core.store import PseudoLabelStore
 from conftest import DIGITS_CONFIG, R2D2_SHORT, SHORT, build_alg
@@ -356,6 +357,17 @@ def test_npz_without_eval_arrays_holds_out_a_fifth_of_each_labeled_class(tmp_pat
     alg.train()
     assert alg.it == 8 and math.isfinite(alg.log_dict["train/total_loss"])
     assert 0 <= alg.log_dict["eval/top-1-acc"] <= 1
+
+
+def test_npz_without_eval_arrays_and_under_5_labels_a_class_is_refused(tmp_path):
+    """4 labels a class: a fifth, rounded down, holds out nothing; the error names the fix."""
+    images, labels = np.zeros((100, 8, 8), np.uint8), np.full(100, -1)
+    labels[:4 * CLASSES] = np.repeat(np.arange(CLASSES), 4)
+    np.savez(tmp_path / "data.npz", images=images, labels=labels)
+    with pytest.raises(ConfigError, match="fewer than 5 labeled images in every class") as err:
+        build_alg(["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--dataset", "npz",
+                   "--data_dir", str(tmp_path / "data.npz")])
+    assert "eval_images / eval_labels" in str(err.value)
 
 
 def agreement_worker(rank: int, rendezvous: str, results: str) -> None:

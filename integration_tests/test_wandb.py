@@ -62,9 +62,20 @@ def test_r2d2_run_logs_metrics_tags_config_and_summary_offline(tmp_path, monkeyp
         assert key in history, key
     assert max(history["r2d2/stage"]) == 4 and max(history["r2d2/repredictions"]) == 6
 
+    summary = run_summary(recs)
+    assert 0.0 <= summary["final top-1"] <= summary["best top-1"] <= 1.0
+    assert abs(summary["error %"] - 100 * (1 - summary["final top-1"])) < 1e-9
+
+    # Resumed at its end, the run trains no step and its summary evaluates the final weights.
+    run(short_argv(tmp_path, "--use_wandb", "True", "--resume", "True",
+                   "--load_path", str(tmp_path / "wb" / "latest_model.pth"), name="wb"))
+    (resumed,) = set((tmp_path / "wandb" / "wb").rglob("run-*.wandb")) - {path}
+    assert run_summary(records(resumed))["final top-1"] == summary["final top-1"]
+
+
+def run_summary(recs: List[wandb_internal_pb2.Record]) -> Dict[str, float]:
     summary = {}
     for r in recs:
         if r.WhichOneof("record_type") == "summary":
             summary.update({item_key(i): json.loads(i.value_json) for i in r.summary.update})
-    assert 0.0 <= summary["final top-1"] <= summary["best top-1"] <= 1.0
-    assert abs(summary["error %"] - 100 * (1 - summary["final top-1"])) < 1e-9
+    return summary

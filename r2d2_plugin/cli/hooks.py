@@ -60,3 +60,10 @@ class CurveHook(Hook):
         log = algorithm.log_dict
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([algorithm.it + 1, *(log.get(k, "") for k in self.KEYS)])
+
+
+def final_top1(algorithm: Any) -> float:
+    """The eval top-1 at the end of training: the last evaluation's, or a fresh evaluation where
+    this process trained no step (a run resumed at its end)."""
+    final = getattr(algorithm, "log_dict", {}).get("eval/top-1-acc")
+    return float(algorithm.evaluate("eval")["eval/top-1-acc"] if final is None else final)

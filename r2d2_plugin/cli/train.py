@@ -26,7 +26,7 @@ from semilearn.core.utils import TBLog, count_parameters, get_net_builder
 from . import distributed
 from .config import get_config
 from ..errors import ConfigError
-from .hooks import CurveHook, ProgressHook
+from .hooks import CurveHook, ProgressHook, final_top1
 from .wandb_logging import LeaderboardWandbHook
 
 
@@ -119,8 +119,7 @@ def fit(args: Any, alg: Any) -> Dict[str, Any]:
     dataset set it) and the iteration budget."""
     alg.train()
     results = dict(alg.results_dict, num_labels=args.num_labels, num_train_iter=args.num_train_iter)
-    final = getattr(alg, "log_dict", {}).get("eval/top-1-acc")  # none when resumed at the end
-    results["eval/final_acc"] = alg.evaluate("eval")["eval/top-1-acc"] if final is None else final
+    results["eval/final_acc"] = final_top1(alg)
     if distributed.is_main(args):
         print(f"[{args.algorithm}] final top-1 {results['eval/final_acc']:.4f}  "
               f"best top-1 {results['eval/best_acc']:.4f} (iteration {results['eval/best_it'] + 1})",

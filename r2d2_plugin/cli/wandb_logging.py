@@ -7,6 +7,7 @@ from typing import Any, Dict, List
 from semilearn.core.hooks import WANDBHook
 
 from ..algorithms.r2d2 import METRIC_KEYS
+from .hooks import final_top1
 
 # Keys that USB's WANDBHook drops (it logs a fixed list) and that a comparison needs.
 EXTRA_KEYS = [*METRIC_KEYS, "eval/loss", "eval/balanced_acc"]
@@ -57,6 +58,6 @@ class LeaderboardWandbHook(WANDBHook):
 
 
 def summary(algorithm: Any) -> Dict[str, float]:
-    final = float(algorithm.log_dict["eval/top-1-acc"])
+    final = final_top1(algorithm)
     return {"best top-1": float(algorithm.best_eval_acc), "final top-1": final,
             "error %": 100.0 * (1.0 - final)}

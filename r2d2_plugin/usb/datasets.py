@@ -160,6 +160,10 @@ def get_npz(args: Any, alg: str, num_classes: int, include_lb_to_ulb: bool,
     else:
         per = {c: int(n) // 5 for c, n in enumerate(np.bincount(labels[labeled])) if n}
         held = per_class_pick(np.where(labels >= 0, labels, -1), per, args.seed)
+        if not len(held):
+            raise ConfigError(f"{data_dir} has no eval_images and fewer than 5 labeled images in "
+                              f"every class, so a fifth of them holds out nothing to evaluate on",
+                              "save a held-out eval_images / eval_labels pair in the .npz")
         ev = (images[held], labels[held])
         keep = np.setdiff1d(np.arange(len(labels)), held)
         images, labels = images[keep], labels[keep]
