@@ -262,6 +262,22 @@ def test_lazy_repredictions_train_as_the_full_pass(tmp_path, case):
     assert lazy.log_dict["r2d2/pseudo_label_acc"] == pytest.approx(hits.double().mean().item())
 
 
+def test_a_row_filled_inside_the_steps_autocast_takes_fp32_logits(tmp_path):
+    """With ``amp: True`` the training step, where lazy R2 fills its rows, runs under autocast;
+    the frozen net still predicts in fp32, as the full pass does (CPU autocast to bf16 here)."""
+    write_fixture(tmp_path / "data", gz=True)
+    alg, _ = build_alg(fashion_argv(tmp_path, tmp_path / "data", "r2d2", "--r2d2_repredict_from", "network",
+                                    "--r2d2_lazy_repredict", "True"))
+    hook = alg.hooks_dict["RepredictHook"]
+    hook.repredict(alg)
+    rows = torch.arange(16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hook.fill(alg, rows, torch.zeros(16, 10))
+    expected = unlabeled_logits(alg)[rows]  # fp32, the per-image PIL path, outside autocast
+    assert expected.abs().max() > 0.1
+    torch.testing.assert_close(alg.store.logits[rows], expected, atol=1e-5, rtol=1e-5)
+
+
 def write_npz(path: Path) -> None:
     """16x16 grey images, 10 classes, 40 labeled (4 per class), the other 160 labeled -1."""
     rng = np.random.RandomState(3)

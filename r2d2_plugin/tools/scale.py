@@ -297,7 +297,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         dist.init_process_group("gloo")
         rows = distributed_rows(args.repeats, args.rows, args.classes)
         if dist.get_rank() == 0:
-            write_command(args.out, module, argv, "COMMAND_distributed", f"OMP_NUM_THREADS={threads_env} ",
+            write_command(args.out, module, argv, "COMMAND_distributed", prefix,
                           f"torchrun --standalone --nproc_per_node={dist.get_world_size()}")
             write_rows(os.path.join(args.out, "distributed.csv"), STORE_FIELDS, rows)
             with open(os.path.join(args.out, "distributed.md"), "w") as f:

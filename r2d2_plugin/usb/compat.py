@@ -1,8 +1,9 @@
 """Every change the plugin makes to USB (semilearn 0.3.2), applied once at import.
 
-USB is CUDA-only in a few places. On a machine with CUDA none of USB's functions is replaced
-(only the dataset and net additions below, new names only, are made). On a machine without
-CUDA, the functions listed in ``CUDA_ONLY`` run with CPU stand-ins for the CUDA calls they make:
+USB is CUDA-only in a few places. On a machine with CUDA none of those functions is replaced
+(only the crash-safe checkpoints and the dataset and net additions below apply). On a machine
+without CUDA, the functions listed in ``CUDA_ONLY`` run with CPU stand-ins for the CUDA calls
+they make:
 
 - ``AlgorithmBase.process_batch`` and ``AlgorithmBase.evaluate`` call ``Tensor.cuda(self.gpu)``
   to move batches: on CPU the tensor stays where it is (the model is on the CPU too).
