@@ -23,8 +23,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
-from .store import STATS_CHUNK, PseudoLabelStore
+from .store import STATS_CHUNK, PseudoLabelStore, check_shape
 
 
 class ShardedPseudoLabelStore(PseudoLabelStore):
@@ -67,7 +66,7 @@ class ShardedPseudoLabelStore(PseudoLabelStore):
         """The whole store (num_samples x C, kept dtype, CPU), gathered from every process in
         blocks of ``STATS_CHUNK`` rows per process (the device holds one block at a time)."""
         if self.world == 1:
-            return self.logits.detach().cpu().clone()
+            return super().full_logits()
         size = -(-self.num_samples // self.world)
         blocks = []
         for start in range(0, size, STATS_CHUNK):
@@ -105,9 +104,5 @@ class ShardedPseudoLabelStore(PseudoLabelStore):
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         """Keep this process's rows of a whole-store checkpoint."""
         logits = state["logits"]
-        if tuple(logits.shape) != (self.num_samples, self.logits.shape[1]):
-            raise ConfigError(f"the checkpoint's pseudo-label store has shape {tuple(logits.shape)}, "
-                              f"this run needs {(self.num_samples, self.logits.shape[1])}",
-                              "resume with the dataset, num_labels, seed and num_classes of the run "
-                              "that wrote the checkpoint")
+        check_shape(logits, (self.num_samples, self.logits.shape[1]))
         self.logits = self.placed(logits[self.rank::self.world].clone())

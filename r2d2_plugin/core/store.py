@@ -188,12 +188,17 @@ class PseudoLabelStore:
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         """The store from a checkpoint; refuses one of another shape (another dataset or split)."""
         logits = state["logits"]
-        if logits.shape != self.logits.shape:
-            raise ConfigError(f"the checkpoint's pseudo-label store has shape {tuple(logits.shape)}, "
-                              f"this run needs {tuple(self.logits.shape)}",
-                              "resume with the dataset, num_labels, seed and num_classes of the run "
-                              "that wrote the checkpoint")
+        check_shape(logits, tuple(self.logits.shape))
         self.logits = self.placed(logits)
+
+
+def check_shape(logits: torch.Tensor, needed: Tuple[int, int]) -> None:
+    """Refuse a checkpoint's store whose shape is not this run's (another dataset or split)."""
+    if tuple(logits.shape) != needed:
+        raise ConfigError(f"the checkpoint's pseudo-label store has shape {tuple(logits.shape)}, "
+                          f"this run needs {needed}",
+                          "resume with the dataset, num_labels, seed and num_classes of the run "
+                          "that wrote the checkpoint")
 
 
 def last_occurrence(idx: torch.Tensor, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,7 @@ from ..algorithms.r2d2 import R2D2
 from ..cli.config import get_config
 from ..cli.train import run
 from ..core.schedule import StageSchedule
+from ..core.store import STORE_DTYPES
 from ..errors import ConfigError
 from .common import STD_NOTE, mean_pm_std, read_command, read_rows, spawned_runs, write_command, write_rows
 
@@ -76,15 +77,19 @@ def for_labels(path: str, num_labels: int) -> str:
     return path.replace("{num_labels}", str(num_labels))
 
 
+def config_path(default: str, overrides: Sequence[str], algorithm: str, num_labels: int) -> str:
+    """The YAML ``algorithm`` runs from at ``num_labels``: its ``ALGORITHM=YAML`` override, else ``default``."""
+    paths = dict(o.split("=", 1) for o in overrides)
+    return for_labels(paths.get(algorithm, default), num_labels)
+
+
 def algorithm_configs(default: str, overrides: Sequence[str], algorithms: Sequence[str],
                       extra: Sequence[str], num_labels: int) -> Dict[str, Any]:
     """Each algorithm's parsed config for ``num_labels``: ``default`` or its ``ALGORITHM=YAML``
     override, which must agree with ``default`` on ``SHARED``."""
-    paths = {a: for_labels(p, num_labels) for a, p in (o.split("=", 1) for o in overrides)}
-    default = for_labels(default, num_labels)
     configs = {}
     for algorithm in algorithms:
-        path = paths.get(algorithm, default)
+        path = config_path(default, overrides, algorithm, num_labels)
         configs[algorithm] = get_config(["--c", path, "--algorithm", algorithm, "--num_labels", str(num_labels),
                                          *options_for(algorithm, extra)])
         base = configs[algorithms[0]]
@@ -174,12 +179,13 @@ def r2d2_cost(rows: List[Dict[str, str]], out: str, title: str) -> str:
         state = torch.load(path, map_location="cpu", weights_only=True)["r2d2"]
         shares.append(100 * state["repredict_seconds"] / float(r["train_seconds"]))
         logits = state["store"]["logits"]
-        sizes.add((tuple(logits.shape), logits.numel() * logits.element_size()))
+        dtype = next(name for name, kind in STORE_DTYPES.items() if kind == logits.dtype)
+        sizes.add((tuple(logits.shape), dtype, logits.numel() * logits.element_size()))
     if not shares:
         return measured_cost_line(out, title)
-    (shape, nbytes), = sizes
+    (shape, dtype, nbytes), = sizes
     return (f"\nR2-D2 cost: repredictions take {np.mean(shares):.1f} % of training time "
-            f"(mean over {len(shares)} runs); the store holds {shape[0]} x {shape[1]} fp32 logits, "
+            f"(mean over {len(shares)} runs); the store holds {shape[0]} x {shape[1]} {dtype} logits, "
             f"{nbytes} bytes ({nbytes / 2**20:.3f} MiB).\n")
 
 
@@ -206,7 +212,7 @@ def read_curves(out: str, algorithm: str, num_labels: int) -> List[Dict[str, np.
     return [read_curve(path) for path in sorted(glob.glob(pattern))]
 
 
-def seed_mean(curves: List[Dict[str, np.ndarray]], key: str):
+def seed_mean(curves: List[Dict[str, np.ndarray]], key: str) -> Tuple[np.ndarray, np.ndarray]:
     """Iterations where ``key`` was logged, and its mean over seeds there."""
     it = curves[0]["iteration"]
     values = np.stack([c[key] for c in curves])
@@ -215,7 +221,7 @@ def seed_mean(curves: List[Dict[str, np.ndarray]], key: str):
 
 
 def plot(out: str, algorithms: Sequence[str], label_counts: Sequence[int], config: str,
-         extra: Sequence[str]) -> None:
+         overrides: Sequence[str], extra: Sequence[str]) -> None:
     """Top-1 vs iteration for every algorithm; R2-D2's pseudo-label entropy and accuracy with
     the repredictions marked. One panel (row) per label count; curves are means over the seeds."""
     import matplotlib
@@ -242,7 +248,8 @@ def plot(out: str, algorithms: Sequence[str], label_counts: Sequence[int], confi
         return
     fig, axes = plt.subplots(len(with_r2d2), 2, figsize=(11, 3.6 * len(with_r2d2)), squeeze=False)
     for row, num_labels in zip(axes, with_r2d2):
-        schedule = StageSchedule.from_args(get_config(["--c", for_labels(config, num_labels), "--algorithm", "r2d2",
+        schedule = StageSchedule.from_args(get_config(["--c", config_path(config, overrides, "r2d2", num_labels),
+                                                       "--algorithm", "r2d2",
                                                        "--num_labels", str(num_labels), *extra]))
         curves = read_curves(out, "r2d2", num_labels)
         for ax, key, label in zip(row, ("r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc"),
@@ -396,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               f"error {row['error_pct']} % in {row['train_seconds']} s; "
               f"suite ETA {suite_eta(rows, left, args.jobs)}", flush=True)
     table = write_outputs(rows, suite)
-    plot(args.out, suite.algorithms, suite.num_labels, suite.c, suite_extra)
+    plot(args.out, suite.algorithms, suite.num_labels, suite.c, suite.algorithm_config, suite_extra)
     print(table)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -23,7 +23,8 @@ KEYS = (("r2d2/pseudo_label_entropy", "pseudo-label entropy (nats)"),
         ("r2d2/pseudo_label_acc", "pseudo-label accuracy"))
 
 
-def value_at(curves, key: str, iteration: int) -> float:
+def value_at(curves: List[Dict[str, np.ndarray]], key: str, iteration: int) -> float:
+    """The mean over seeds of ``key`` at the last iteration logged at or before ``iteration``."""
     its, mean = seed_mean(curves, key)
     return float(mean[np.flatnonzero(its <= iteration)[-1]])
 

@@ -75,7 +75,7 @@ def table(rows: List[Dict[str, str]], defaults: Dict[str, float]) -> str:
     return "\n".join(lines) + "Bold: the config's own setting. (n): seeds.\n"
 
 
-def heatmaps(rows: List[Dict[str, str]], path: str) -> None:
+def heatmaps(rows: List[Dict[str, str]], path: str, dataset: str, num_labels: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +96,7 @@ def heatmaps(rows: List[Dict[str, str]], path: str) -> None:
         ax.set(xticks=range(len(ys)), xticklabels=[f"{y:g}" for y in ys], xlabel=yname,
                yticks=range(len(xs)), yticklabels=[f"{x:g}" for x in xs], ylabel=xname)
         fig.colorbar(image, ax=ax, label="error % (mean over seeds)")
-    fig.suptitle("R2-D2 sensitivity on digits (error % on the eval set)")
+    fig.suptitle(f"R2-D2 sensitivity on {dataset}, {num_labels} labels (error % on the eval set)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -134,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                                                  int(r["seed"]))))
         print(f"=== sweep {i}/{len(todo)}: {rows[-1]['grid']} {rows[-1]['x']} {rows[-1]['y']} "
               f"seed {rows[-1]['seed']}: error {rows[-1]['error_pct']} %", flush=True)
-    heatmaps(rows, os.path.join(args.out, "heatmaps.png"))
+    heatmaps(rows, os.path.join(args.out, "heatmaps.png"), config.dataset, config.num_labels)
     write_report(os.path.join(args.out, "table.md"), table(rows, defaults))
 
 

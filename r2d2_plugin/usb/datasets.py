@@ -54,7 +54,8 @@ def per_class_pick(labels: np.ndarray, per_class: Dict[int, int], seed: int) -> 
     return np.sort(np.concatenate(picked))
 
 
-def make_transforms(size: int, crop_ratio: float, mean: np.ndarray, std: np.ndarray):
+def make_transforms(size: int, crop_ratio: float, mean: np.ndarray, std: np.ndarray
+                    ) -> Tuple[transforms.Compose, transforms.Compose, transforms.Compose]:
     """USB-style weak (crop), strong (crop + RandAugment(3, 5)) and eval transforms."""
     pad = max(1, int(size * (1 - crop_ratio)))
     norm = [transforms.ToTensor(), transforms.Normalize(mean.tolist(), std.tolist())]
@@ -84,7 +85,8 @@ def build_dsets(alg: str, num_classes: int, lb: Tuple[np.ndarray, np.ndarray],
 
 
 def split_labeled(images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, lb_idx: np.ndarray,
-                  alg: str, include_lb_to_ulb: bool):
+                  alg: str, include_lb_to_ulb: bool
+                  ) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
     """Labeled and unlabeled arrays, following USB's conventions for ``include_lb_to_ulb`` and for
     ``fullysupervised`` (which trains on every training label)."""
     ulb_idx = train_idx if include_lb_to_ulb else np.setdiff1d(train_idx, lb_idx)
@@ -187,8 +189,8 @@ def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
     refuses a name it does not know (USB returns None) with a ``ConfigError``."""
     from .fashionmnist import get_fashionmnist
 
-    def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data",
-                    include_lb_to_ulb=True):
+    def get_dataset(args: Any, algorithm: str, dataset: str, num_labels: int, num_classes: int,
+                    data_dir: str = "./data", include_lb_to_ulb: bool = True) -> Dict[str, Any]:
         if dataset == "digits":
             return get_digits(args, algorithm, num_labels, num_classes, include_lb_to_ulb)
         if dataset == "fashionmnist":

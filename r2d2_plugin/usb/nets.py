@@ -1,8 +1,8 @@
-"""``digits_cnn``: a small CNN for 16x16 and 28x28 images, built through USB's net-builder
-interface."""
+"""``digits_cnn``: a small CNN for 16x16 and 28x28 images, and ``resnet18``, built through USB's
+net-builder interface."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -10,6 +10,7 @@ from torch import nn
 # BatchNorm momentum 0.01 pairs with ema_m 0.99 in the digits configs, as USB's WRN pairs
 # momentum 0.001 with ema_m 0.999: USB evaluates EMA weights with live BatchNorm statistics.
 BN_MOMENTUM = 0.01
+Net = TypeVar("Net", bound=nn.Module)
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -45,14 +46,19 @@ class DigitsCNN(nn.Module):
         return {"logits": self.classifier(feat), "feat": feat}
 
 
-def digits_cnn(num_classes: int = 10, pretrained: bool = False,
-               pretrained_path: Optional[str] = None, **kwargs: Any) -> DigitsCNN:
-    """USB net builder: ``get_net_builder('digits_cnn', False)(num_classes=...)``."""
-    model = DigitsCNN(num_classes, **kwargs)
+def with_pretrained(model: Net, pretrained: bool, pretrained_path: Optional[str]) -> Net:
+    """``model``, with the weights at ``pretrained_path`` (a state dict, or a checkpoint's
+    ``model``) when ``pretrained``."""
     if pretrained:
         state: Dict[str, torch.Tensor] = torch.load(pretrained_path, map_location="cpu")
         model.load_state_dict(state.get("model", state))
     return model
+
+
+def digits_cnn(num_classes: int = 10, pretrained: bool = False,
+               pretrained_path: Optional[str] = None, **kwargs: Any) -> DigitsCNN:
+    """USB net builder: ``get_net_builder('digits_cnn', False)(num_classes=...)``."""
+    return with_pretrained(DigitsCNN(num_classes, **kwargs), pretrained, pretrained_path)
 
 
 def resnet18(num_classes: int = 1000, pretrained: bool = False,
@@ -63,7 +69,4 @@ def resnet18(num_classes: int = 1000, pretrained: bool = False,
     from semilearn.nets.resnet.resnet import BasicBlock, ResNet50
 
     model = ResNet50(block=BasicBlock, layers=[2, 2, 2, 2], num_classes=num_classes, **kwargs)
-    if pretrained:
-        state: Dict[str, torch.Tensor] = torch.load(pretrained_path, map_location="cpu")
-        model.load_state_dict(state.get("model", state))
-    return model
+    return with_pretrained(model, pretrained, pretrained_path)
