@@ -48,7 +48,7 @@ class CurveHook(Hook):
         if algorithm.resume and os.path.isfile(self.path):
             with open(self.path, newline="") as f:
                 old = list(csv.reader(f))
-            rows = old[:1] + [row for row in old[1:] if int(row[0]) <= algorithm.it]
+            rows += [row for row in old[1:] if row and int(row[0]) <= algorithm.it]
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "w", newline="") as f:
             csv.writer(f).writerows(rows)
