@@ -238,9 +238,10 @@ class RepredictHook(Hook):
         rows, logits = rows[new], logits[new]
         if len(rows):
             if algorithm.args.r2d2_repredict_from != "weak_view":
+                images = self.eval_images(algorithm, rows)
                 # in fp32 as the full pass, outside the training step's autocast (amp: True)
-                with torch.autocast(self.device(algorithm).type, enabled=False):
-                    logits = self.frozen(self.eval_images(algorithm, rows))["logits"]
+                with torch.autocast(images.device.type, enabled=False):
+                    logits = self.frozen(images)["logits"]
             algorithm.store.assign(rows, logits.float())
             self.unfilled[rows] = False
         algorithm.repredict_seconds += time.perf_counter() - start
