@@ -38,6 +38,8 @@ BAD = {
     "num_classes vs digits": (["--num_classes", "9"], "num_classes=9 but dataset 'digits' has 10 classes"),
     "num_classes vs cifar": (["--dataset", "cifar100"], "num_classes=10 but dataset 'cifar100' has 100"),
     "num_labels vs digits": (["--num_labels", "45"], "num_labels=45 cannot be split evenly"),
+    "num_labels vs cifar": (["--dataset", "cifar10", "--num_labels", "45"],
+                            "num_labels=45 cannot be split evenly over the 10 classes of 'cifar10'"),
     "missing checkpoint": (["--resume", "True", "--load_path", "nowhere/latest_model.pth"],
                            "load_path='nowhere/latest_model.pth' does not exist"),
     "unknown net": (["--net", "wrn_99"], "unknown net 'wrn_99'"),
@@ -92,6 +94,18 @@ def test_config_error_survives_pickling():
     """A ConfigError raised in a spawned bench run reaches the parent whole."""
     error = pickle.loads(pickle.dumps(ConfigError("the problem", "the fix")))
     assert (type(error), str(error), error.fix) == (ConfigError, "the problem. Fix: the fix.", "the fix")
+
+
+@pytest.mark.parametrize("option", [("--r2d2_lazy_repredict", "True"), ("--r2d2_repredict_from", "weak_view")])
+def test_row_by_row_repredictions_under_torchrun_are_refused_with_the_config(saved_run, monkeypatch, option):
+    """Under torchrun (its environment for rank 0 of 2) the config is refused before the launcher
+    builds anything or clears the run's folder (overwrite: True)."""
+    root, digests = saved_run
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="work in one process, this run has 2"):
+        run(short_argv(root, *option, "--overwrite", "True", name="kept"))
+    assert {f: file_digest(f) for f in digests} == digests
 
 
 @pytest.mark.parametrize("option", [("--r2d2_lazy_repredict", "True"), ("--r2d2_repredict_from", "weak_view")])

@@ -103,7 +103,8 @@ def test_adding_seeds_to_a_suite_names_every_seed_in_its_command(tmp_path):
 def test_a_label_count_the_data_does_not_have_is_refused(tmp_path):
     """npz data brings its own labeled set (40 here): a suite asking for 20 stops with the fix."""
     write_npz(tmp_path / "data.npz")
-    with pytest.raises(ConfigError, match="trained with 40 labels, not 20.*pass --num_labels 40"):
+    with pytest.raises(ConfigError, match="leaves 40 labeled images for training, not 20.*pass --num_labels 40"):
         bench.main(["--c", DIGITS_CONFIG, "--algorithms", "supervised", "--num_labels", "20", "--seeds", "0",
                     "--dataset", "npz", "--data_dir", str(tmp_path / "data.npz"), "--out", str(tmp_path / "x"),
                     *SHORT])
+    assert not (tmp_path / "x" / "runs").exists()  # refused before the first run

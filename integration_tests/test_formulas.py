@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from r2d2_plugin import ConfigError
 from r2d2_plugin.core.collectives import check_stores_agree
 from r2d2_plugin.core.store import PseudoLabelStore
+from r2d2_plugin.usb.datasets import npz_num_labels
 from conftest import DIGITS_CONFIG, R2D2_SHORT, SHORT, build_alg
 
 ALPHA, BETA, LABELED_LOGIT, CLASSES = 0.2, 0.05, 10.0, 10
@@ -353,7 +354,8 @@ def test_npz_without_eval_arrays_holds_out_a_fifth_of_each_labeled_class(tmp_pat
     assert sorted(ids(dsets["train_lb"].data)) == sorted(labeled - held)
     # include_lb_to_ulb (USB's default): the unlabeled set is every training image.
     assert sorted(ids(dsets["train_ulb"].data)) == sorted(set(range(count)) - held)
-    assert alg.args.num_labels == len(labeled - held)
+    assert alg.args.num_labels == len(labeled - held) == sum(n - n // 5 for n in per_class)
+    assert npz_num_labels(str(path)) == alg.args.num_labels  # what bench checks before a suite
     alg.train()
     assert alg.it == 8 and math.isfinite(alg.log_dict["train/total_loss"])
     assert 0 <= alg.log_dict["eval/top-1-acc"] <= 1
@@ -368,6 +370,16 @@ def test_npz_without_eval_arrays_and_under_5_labels_a_class_is_refused(tmp_path)
         build_alg(["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--dataset", "npz",
                    "--data_dir", str(tmp_path / "data.npz")])
     assert "eval_images / eval_labels" in str(err.value)
+
+
+@pytest.mark.parametrize("only", ["eval_images", "eval_labels"])
+def test_npz_with_one_of_the_eval_pair_is_refused(tmp_path, only):
+    images, labels = np.zeros((100, 8, 8), np.uint8), np.repeat(np.arange(CLASSES), 10)
+    np.savez(tmp_path / "data.npz", images=images, labels=labels, **{only: (images if only == "eval_images" else labels)[:10]})
+    with pytest.raises(ConfigError, match="has only one of eval_images and eval_labels") as err:
+        build_alg(["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--dataset", "npz",
+                   "--data_dir", str(tmp_path / "data.npz")])
+    assert "save both" in str(err.value)
 
 
 def agreement_worker(rank: int, rendezvous: str, results: str) -> None:

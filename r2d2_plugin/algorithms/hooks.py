@@ -95,12 +95,8 @@ class RepredictHook(Hook):
         self.unfilled: Optional[torch.Tensor] = None
 
     def before_run(self, algorithm: Any) -> None:
-        if (row_by_row(algorithm.args) or self.unfilled is not None) and algorithm.in_process_group():
-            raise ConfigError("r2d2_lazy_repredict and r2d2_repredict_from: weak_view work in one "
-                              f"process, this run has {algorithm.world_size}",
-                              "set r2d2_lazy_repredict: False and r2d2_repredict_from: network or "
-                              "ema under torchrun (and resume from a checkpoint written by a run "
-                              "without them)")
+        if algorithm.in_process_group():
+            check_one_process(algorithm.args, algorithm.world_size, self.unfilled is not None)
         algorithm.store.to(self.device(algorithm))
         if self.unfilled is not None:
             self.unfilled = self.unfilled.to(algorithm.store.device)
@@ -271,6 +267,17 @@ class RepredictHook(Hook):
 def row_by_row(args: Any) -> bool:
     """Whether R2 fills each row when training first reads it (lazy or weak_view R2)."""
     return bool(args.r2d2_lazy_repredict) or args.r2d2_repredict_from == "weak_view"
+
+
+def check_one_process(args: Any, world_size: int, resumed_row_by_row: bool = False) -> None:
+    """Refuse lazy or weak_view R2 (or a resume from a checkpoint such a run wrote) in a run of
+    ``world_size`` processes: their unfilled rows and frozen net are per process."""
+    if world_size > 1 and (row_by_row(args) or resumed_row_by_row):
+        raise ConfigError("r2d2_lazy_repredict and r2d2_repredict_from: weak_view work in one "
+                          f"process, this run has {world_size}",
+                          "set r2d2_lazy_repredict: False and r2d2_repredict_from: network or "
+                          "ema under torchrun (and resume from a checkpoint written by a run "
+                          "without them)")
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:

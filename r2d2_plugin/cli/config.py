@@ -15,12 +15,13 @@ from semilearn.algorithms.utils import str2bool
 from semilearn.core.utils import ALGORITHMS
 
 from . import distributed
+from ..algorithms.hooks import check_one_process
 from ..algorithms.r2d2 import R2D2, check_loss_options
 from ..algorithms.r2d2_strong import R2D2Strong, check_strong_options
 from ..core.schedule import StageSchedule
 from ..errors import ConfigError
-from ..usb.datasets import (OFFLINE_CLASSES, OFFLINE_DATASETS, USB_CV_DATASETS, VAL_SPLIT_DATASETS,
-                            check_num_classes, unknown_dataset)
+from ..usb.datasets import (BALANCED_SPLIT_DATASETS, OFFLINE_CLASSES, OFFLINE_DATASETS,
+                            USB_CV_DATASETS, VAL_SPLIT_DATASETS, check_num_classes, unknown_dataset)
 
 USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k",
                           "aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers",
@@ -155,6 +156,11 @@ def check_config(args: argparse.Namespace) -> None:
     expected = USB_CV_DATASETS.get(args.dataset, OFFLINE_CLASSES.get(args.dataset))
     if expected is not None:
         check_num_classes(args.dataset, args.num_classes, expected)
+    if (args.dataset in BALANCED_SPLIT_DATASETS and args.lb_imb_ratio == 1
+            and (args.num_labels <= 0 or args.num_labels % args.num_classes)):
+        raise ConfigError(f"num_labels={args.num_labels} cannot be split evenly over the "
+                          f"{args.num_classes} classes of '{args.dataset}' (USB draws as many "
+                          "labels of every class)", f"use a positive multiple of {args.num_classes}")
     if args.num_train_iter % args.epoch:
         raise ConfigError(f"num_train_iter={args.num_train_iter} is not a multiple of "
                           f"epoch={args.epoch}", "choose epoch so that it divides num_train_iter")
@@ -172,5 +178,6 @@ def check_config(args: argparse.Namespace) -> None:
     if issubclass(ALGORITHMS[args.algorithm], R2D2):
         check_loss_options(args)
         StageSchedule.from_args(args)
+        check_one_process(args, args.world_size)
     if issubclass(ALGORITHMS[args.algorithm], R2D2Strong):
         check_strong_options(args)

@@ -98,6 +98,9 @@ def prepare(args: Any) -> Any:
         shutil.rmtree(save_path)
     if args.distributed:
         torch.distributed.barrier()
+    if args.resume:
+        # before log.txt is opened: an unreadable checkpoint stops the run with the folder as it was
+        alg.load_model(args.load_path)
     if main:
         log_to_file(logger, save_path)
         alg.tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
@@ -106,7 +109,6 @@ def prepare(args: Any) -> Any:
     logger.info(f"{args.algorithm} on {args.dataset} ({device}{processes}), "
                 f"{count_parameters(alg.model)} trainable parameters")
     if args.resume:
-        alg.load_model(args.load_path)
         logger.info(f"resumed from {args.load_path} at iteration {alg.it}")
     if main:
         alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")

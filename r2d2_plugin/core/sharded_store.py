@@ -9,9 +9,9 @@ replicated run's store bit for bit; only where the rows live changes:
   rows; ``descend`` and ``assign`` get every process's rows (``R2D2`` gathers them) and keep their
   own; R2 repredicts on each process exactly the rows it keeps, so repredictions exchange nothing;
 - store-wide statistics are all-reduced;
-- checkpoints hold the whole store: ``before_save`` (called by ``RepredictHook``) gathers it
-  just before USB's rank-0 save, so a checkpoint resumes with any store place and any number of
-  processes.
+- checkpoints hold the whole store: ``before_save`` (called by ``R2D2.evaluate``, before USB's
+  rank-0 save) gathers it, so the store resumes with any store place and any number of processes
+  (the DDP weights resume under the same torchrun command, docs/distributed.md).
 
 Under DDP every method but ``state_dict`` and ``nbytes`` is collective: all processes call it.
 With one process it is the replicated store.

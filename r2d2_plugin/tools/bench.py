@@ -38,6 +38,7 @@ from ..cli.train import run
 from ..core.schedule import StageSchedule
 from ..core.store import STORE_DTYPES
 from ..errors import ConfigError
+from ..usb.datasets import npz_num_labels
 from .common import STD_NOTE, mean_pm_std, read_command, read_rows, spawned_runs, write_command, write_rows
 
 MODULE = "r2d2_plugin.tools.bench"
@@ -364,12 +365,25 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
     return args, extra
 
 
+def check_npz_labels(configs: Dict[int, Dict[str, argparse.Namespace]]) -> None:
+    """Refuse, before any run, a label count that an ``npz`` file (which brings its own labeled
+    set) does not have."""
+    for num_labels, by_algorithm in configs.items():
+        for config in by_algorithm.values():
+            found = npz_num_labels(config.data_dir) if config.dataset == "npz" else num_labels
+            if found != num_labels:
+                raise ConfigError(f"{config.data_dir} leaves {found} labeled images for training, not "
+                                  f"{num_labels} (npz data brings its own labeled set)",
+                                  f"pass --num_labels {found}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parse(argv)
     configs = {n: algorithm_configs(args.c, args.algorithm_config, args.algorithms, extra, n)
                for n in args.num_labels}
     config = configs[args.num_labels[0]][args.algorithms[0]]
+    check_npz_labels(configs)
     args.dataset, args.eval_split = config.dataset, config.eval_split
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     os.makedirs(args.out, exist_ok=True)
@@ -390,10 +404,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     left = list(todo)
     tasks = [(configs[n][a].c, a, n, s, args.out, extra, threads) for a, n, s in todo]
     for i, (task, result) in enumerate(spawned_runs(args.jobs, one_run, tasks), 1):
-        if result["num_labels"] != task[2]:
-            raise ConfigError(f"run {run_name(*task[1:4])} trained with {result['num_labels']} labels, not "
-                              f"{task[2]} (npz data brings its own labeled set)",
-                              f"pass --num_labels {result['num_labels']}")
         row = {k: str(v) for k, v in result.items()}
         rows.append(row)
         rows.sort(key=rank)

@@ -29,7 +29,7 @@ With or without CUDA, checkpoints are made crash-safe:
 Additions, not changes:
 
 - ``semilearn.core.algorithmbase.get_dataset`` (the name ``AlgorithmBase.set_dataset`` calls) learns
-  the offline datasets ``digits`` and ``npz`` and hands every other name to USB's own function.
+  the offline datasets ``digits``, ``fashionmnist`` and ``npz`` and hands every other name to USB's own function.
 - ``semilearn.nets`` gains the net builders ``digits_cnn`` and ``resnet18`` (USB's ImageNet ResNet
   with basic blocks; USB ships only ``resnet50``) so ``get_net_builder`` finds them.
 """

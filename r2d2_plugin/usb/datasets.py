@@ -28,6 +28,9 @@ OFFLINE_DATASETS = ("digits", "fashionmnist", "npz")
 USB_CV_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "stl10": 10, "eurosat": 10,
                    "tissuemnist": 8, "semi_aves": 200, "semi_aves_out": 200, "imagenet": 1000,
                    "imagenet127": 127}
+# USB datasets whose labeled set USB's split draws class-balanced at lb_imb_ratio 1 (it asserts
+# that num_labels is a multiple of the class count).
+BALANCED_SPLIT_DATASETS = ("cifar10", "cifar100", "svhn", "stl10", "eurosat", "tissuemnist")
 DIGITS_CLASSES = 10
 DIGITS_SIZE = 16
 DIGITS_EVAL_SEED = 0
@@ -144,24 +147,46 @@ def as_rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=3) if images.shape[-1] == 1 else images
 
 
-def get_npz(args: Any, alg: str, num_classes: int, include_lb_to_ulb: bool,
-            data_dir: str) -> Dict[str, Optional[BasicDataset]]:
+def held_out_per_class(labels: np.ndarray) -> Dict[int, int]:
+    """How many labeled images of each class an ``npz`` file without eval arrays holds out for
+    evaluation: a fifth, rounded down."""
+    return {c: int(n) // 5 for c, n in enumerate(np.bincount(labels[labels >= 0])) if n}
+
+
+def check_npz_path(data_dir: str) -> None:
     if not os.path.isfile(data_dir):
         raise ConfigError(f"dataset 'npz' reads data_dir={data_dir!r}, which is not a file",
                           "set data_dir to the path of your .npz file")
+
+
+def npz_num_labels(data_dir: str) -> int:
+    """The labeled images an ``npz`` file leaves for training (``get_npz``'s ``num_labels``)."""
+    check_npz_path(data_dir)
+    with np.load(data_dir) as f:
+        labels = f["labels"] if "labels" in f.files else np.zeros(0, np.int64)
+        held = 0 if "eval_images" in f.files else sum(held_out_per_class(labels).values())
+    return int((labels >= 0).sum()) - held
+
+
+def get_npz(args: Any, alg: str, num_classes: int, include_lb_to_ulb: bool,
+            data_dir: str) -> Dict[str, Optional[BasicDataset]]:
+    check_npz_path(data_dir)
     with np.load(data_dir) as f:
         arrays = {k: f[k] for k in f.files}
     for key in ("images", "labels"):
         if key not in arrays:
             raise ConfigError(f"{data_dir} has no array '{key}'",
                               "save images (uint8) and labels (-1 = unlabeled) in the .npz")
+    if ("eval_images" in arrays) != ("eval_labels" in arrays):
+        raise ConfigError(f"{data_dir} has only one of eval_images and eval_labels",
+                          "save both (a held-out eval set) or neither (a fifth of the labeled "
+                          "images is held out)")
     images, labels = as_rgb(arrays["images"]), arrays["labels"].astype(np.int64)
     labeled = np.flatnonzero(labels >= 0)
     if "eval_images" in arrays:
         ev = (as_rgb(arrays["eval_images"]), arrays["eval_labels"].astype(np.int64))
     else:
-        per = {c: int(n) // 5 for c, n in enumerate(np.bincount(labels[labeled])) if n}
-        held = per_class_pick(np.where(labels >= 0, labels, -1), per, args.seed)
+        held = per_class_pick(labels, held_out_per_class(labels), args.seed)
         if not len(held):
             raise ConfigError(f"{data_dir} has no eval_images and fewer than 5 labeled images in "
                               f"every class, so a fifth of them holds out nothing to evaluate on",
