@@ -48,6 +48,17 @@ BAD = {
     "unknown eval split": (["--eval_split", "train"], "eval_split='train' is not available"),
     "val split off digits": (["--dataset", "cifar10", "--eval_split", "val"],
                              "eval_split='val' is not available for dataset 'cifar10'"),
+    "alpha = inf": (["--r2d2_alpha", "inf"], "r2d2_alpha=inf must be >= 0 and finite"),
+    "lambda = inf": (["--r2d2_lambda", "inf"], "r2d2_lambda=inf must be > 0 and finite"),
+    "lr = inf": (["--lr", "inf"], "lr=inf must be > 0"),
+    "R2 lr = inf": (["--r2d2_lr_r2", "0.1,inf,0.01,0.001"], "r2d2_lr_r2=inf is not a finite learning rate"),
+    "labeled logit < 0": (["--r2d2_labeled_logit", "-10"], "r2d2_labeled_logit=-10.0 must be > 0"),
+    "R2 lrs not numbers": (["--r2d2_lr_r2", "0.1,abc"], "is not a list of numbers"),
+    "EMA momentum NaN": (["--ema_m", "nan"], "ema_m=nan must be in [0, 1]"),
+    "epoch = 0": (["--epoch", "0"], "epoch=0 must be >= 1"),
+    "no evaluation": (["--num_eval_iter", "0"], "num_eval_iter=0 must be >= 1"),
+    "batch of 0": (["--batch_size", "0"], "batch_size=0 must be >= 1"),
+    "negative seed": (["--seed", "-1"], "seed=-1 is outside 0 .. 2**32 - 1"),
 }
 
 
@@ -60,6 +71,46 @@ def test_bad_input_is_named_with_its_fix_and_saved_work_stays(case, saved_run):
     assert problem in str(err.value)
     assert "Fix:" in str(err.value)
     assert {f: file_digest(f) for f in digests} == digests
+
+
+def test_a_load_path_without_resume_is_refused_and_its_run_stays(saved_run):
+    """With overwrite: True a new run would clear the folder the checkpoint is in."""
+    root, digests = saved_run
+    with pytest.raises(ConfigError, match="is set but resume is False") as err:
+        run(short_argv(root, "--overwrite", "True", "--load_path", str(root / "kept" / "latest_model.pth"), name="kept"))
+    assert "set resume: True to continue from it" in str(err.value)
+    assert {f: file_digest(f) for f in digests} == digests
+
+
+@pytest.mark.parametrize("argv, changed", [
+    (["--seed", "5"], "seed 0 (now 5)"),
+    (["--lr", "0.1"], "lr_warmup 0.05 (now 0.1)"),
+    (["--r2d2_warmup_iter", "4", "--r2d2_r2_iter", "20"], "warmup_iter 8 (now 4), r2_iter 16 (now 20)"),
+])
+def test_a_resume_with_other_settings_is_refused_and_its_run_stays(saved_run, argv, changed):
+    """A resume that changed the data, the lr or the stages would train another run than the
+    checkpoint's without a word (USB restores the optimizer's and scheduler's state)."""
+    root, digests = saved_run
+    latest = root / "kept" / "latest_model.pth"
+    with pytest.raises(ConfigError, match="was written by a run with other settings") as err:
+        run(short_argv(root, *argv, "--resume", "True", "--load_path", str(latest), name="kept"))
+    assert changed in str(err.value) and "start a new run" in str(err.value)
+    assert {f: file_digest(f) for f in digests} == digests
+
+
+def test_a_checkpoint_of_another_net_is_refused_and_its_run_stays(saved_run):
+    root, digests = saved_run
+    latest = root / "kept" / "latest_model.pth"
+    with pytest.raises(ConfigError, match="does not fit this run .*RuntimeError") as err:
+        run(short_argv(root, "--net", "wrn_28_2", "--resume", "True", "--load_path", str(latest), name="kept"))
+    assert "resume with the algorithm and net of the run that wrote it (now r2d2, wrn_28_2)" in str(err.value)
+    assert {f: file_digest(f) for f in digests} == digests
+
+
+def test_a_save_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot be written .* is not a folder"):
+        run(short_argv(tmp_path / "file" / "runs"))
 
 
 class PoisonAt(Hook):

@@ -115,8 +115,48 @@ def test_a_misspelt_option_on_the_command_line_stops_with_the_nearest_option(arg
 
 
 def test_an_option_of_another_algorithm_is_refused_on_the_command_line():
-    with pytest.raises(ConfigError, match=r"'r2d2_alpha' on the command line"):
+    with pytest.raises(ConfigError, match=r"'r2d2_alpha' on the command line is an option of r2d2, r2d2_strong"):
         get_config(["--c", DIGITS_CONFIG, "--algorithm", "fixmatch", "--r2d2_alpha", "0.3"])
+    with pytest.raises(ConfigError, match=r"'r2d2_strong_T' on the command line is an option of r2d2_strong,"
+                                          r" not of this run's algorithm. Fix: set algorithm to it"):
+        get_config(["--c", DIGITS_CONFIG, "--r2d2_strong_T", "0.5"])
+
+
+def with_values(tmp_path, *lines: str) -> str:
+    """configs/r2d2_digits_40.yaml with the keys of ``lines`` set by them instead."""
+    keys = tuple(line.split(":")[0] + ":" for line in lines)
+    kept = [line for line in open(DIGITS_CONFIG).read().splitlines() if not line.startswith(keys)]
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join([*kept, *lines]) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("- a list\n- not options\n", "holds a list, not key: value pairs"),
+    ("seed: 0\nseed: 1\n", "is not valid YAML"),
+    ("seed: 0\n\tr2d2_beta: 0.1\n", "is not valid YAML"),
+])
+def test_a_yaml_that_is_not_key_value_pairs_is_refused(tmp_path, text, problem):
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=problem):
+        get_config(["--c", str(tmp_path / "config.yaml")])
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("r2d2_beta: [0.1]", r"r2d2_beta: \[0.1\] in .* is not a number"),
+    ("r2d2_beta: true", "r2d2_beta: True in .* is not a number"),
+    ("num_log_iter: 8.5", "num_log_iter: 8.5 in .* is not an integer"),
+])
+def test_a_yaml_value_that_is_not_the_options_number_is_refused(tmp_path, line, problem):
+    with pytest.raises(ConfigError, match=problem):
+        get_config(["--c", with_values(tmp_path, line)])
+
+
+def test_an_integral_float_and_none_in_the_yaml_are_read_as_the_option_wants(tmp_path):
+    """argparse converts only the command line's strings: a YAML 10.0 for an int option becomes
+    10, and USB's spelling of unset, None, reads as unset."""
+    args = get_config(["--c", with_values(tmp_path, "num_log_iter: 10.0", "r2d2_lambda: None")])
+    assert args.num_log_iter == 10 and type(args.num_log_iter) is int and args.r2d2_lambda is None
 
 
 @pytest.mark.parametrize("argv, listed, absent", [

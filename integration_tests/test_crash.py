@@ -2,7 +2,7 @@
 and in the middle of a save) resumes from its last good checkpoint and ends exactly where an
 uninterrupted run ends; an unreadable checkpoint is reported by name and left as it is.
 
-The killed runs are real ``python -m r2d2_plugin.cli.train`` processes. To kill one in the middle of
+A run stopped with Ctrl-C (SIGINT) prints the command that resumes it. The killed runs are real ``python -m r2d2_plugin.cli.train`` processes. To kill one in the middle of
 a save, the test puts a named pipe where that process will write its next temporary checkpoint
 (``.latest_model.pth.<pid>.tmp``, see ``r2d2_plugin.usb.compat.atomic_save``): the save blocks once
 the pipe's buffer is full, the test reads the first bytes of the checkpoint from the pipe, and
@@ -118,6 +118,21 @@ def test_a_run_killed_during_a_save_keeps_its_last_checkpoint_and_matches(tmp_pa
     assert latest.read_bytes() == first  # the checkpoint at iteration 10, whole
 
     assert_same_end(straight, resume(tmp_path, "killed"))
+
+
+def test_ctrl_c_names_the_command_that_resumes_and_it_matches(tmp_path, straight):
+    argv = short_argv(tmp_path, name="interrupted")
+    proc = subprocess.Popen([sys.executable, "-m", "r2d2_plugin.cli.train", *argv], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    latest = tmp_path / "interrupted" / "latest_model.pth"
+    wait_for(latest, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    command = stderr.strip().splitlines()[-1].split("continue with: ")[-1]
+    assert command == " ".join(["python -m r2d2_plugin.cli.train", *argv, "--resume True --load_path", str(latest)])
+
+    assert_same_end(straight, resume(tmp_path, "interrupted"))
 
 
 def test_an_unreadable_checkpoint_is_named_and_left_as_it_is(tmp_path, straight):

@@ -115,6 +115,16 @@ def test_a_broken_file_is_named(tmp_path):
         load(tmp_path)
 
 
+@pytest.mark.parametrize("broken", ["not gzip", "truncated"])
+def test_a_broken_gz_file_is_named(tmp_path, broken):
+    write_fixture(tmp_path, gz=True)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    data = path.read_bytes()
+    path.write_bytes(b"plain text, not gzip" if broken == "not gzip" else data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="train-labels-idx1-ubyte.gz is not a readable IDX file"):
+        load(tmp_path)
+
+
 def datasets(folder: Path, seed: int, eval_split: str = "test", num_labels: int = 40, img_size: int = 28,
              alg: str = "r2d2"):
     args = SimpleNamespace(seed=seed, eval_split=eval_split, img_size=img_size, crop_ratio=0.875)

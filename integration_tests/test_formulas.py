@@ -372,6 +372,30 @@ def test_npz_without_eval_arrays_and_under_5_labels_a_class_is_refused(tmp_path)
     assert "eval_images / eval_labels" in str(err.value)
 
 
+@pytest.mark.parametrize("case, problem", [
+    ("150 labels for 200 images", r"images has shape \(200, 8, 8\) and labels \(150,\)"),
+    ("2-D labels", r"labels \(200, 1\)"),
+    ("eval pair of other lengths", r"eval_images has shape \(20, 8, 8\) and eval_labels \(10,\)"),
+    ("an eval label of -1", "an eval label below 0"),
+    ("nothing labeled", "no labeled image"),
+    ("a text file", "is not a .npz file of arrays"),
+])
+def test_an_npz_off_the_format_is_refused(tmp_path, case, problem):
+    images, labels = np.zeros((200, 8, 8), np.uint8), np.repeat(np.arange(CLASSES), 20)
+    arrays = {"images": images, "labels": labels, "eval_images": images[:20], "eval_labels": labels[:20]}
+    arrays.update({"150 labels for 200 images": {"labels": labels[:150]},
+                   "2-D labels": {"labels": labels[:, None]},
+                   "eval pair of other lengths": {"eval_labels": labels[:10]},
+                   "an eval label of -1": {"eval_labels": np.full(20, -1)},
+                   "nothing labeled": {"labels": np.full(200, -1)}}.get(case, {}))
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    if case == "a text file":
+        path.write_text("images,labels\n")
+    with pytest.raises(ConfigError, match=problem):
+        build_alg(["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--dataset", "npz", "--data_dir", str(path)])
+
+
 @pytest.mark.parametrize("only", ["eval_images", "eval_labels"])
 def test_npz_with_one_of_the_eval_pair_is_refused(tmp_path, only):
     images, labels = np.zeros((100, 8, 8), np.uint8), np.repeat(np.arange(CLASSES), 10)

@@ -2,6 +2,8 @@
 AAAI 2020) as a USB algorithm, following the authors' reference code (R2D2.pytorch)."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -16,7 +18,7 @@ from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
 from ..core import collectives
 from ..core.loss import d2_loss, labeled_targets, reference_lambda
-from ..core.schedule import StageSchedule
+from ..core.schedule import SCHEDULE_OPTIONS, StageSchedule, none_or
 from ..core.sharded_store import ShardedPseudoLabelStore
 from ..core.store import PseudoLabelStore, check_store_options
 from ..errors import ConfigError
@@ -29,6 +31,11 @@ REPREDICT_FROM = ("network", "ema", "weak_view")
 LABELED_LOSSES = ("d2", "ce")
 # The metrics R2-D2 adds to USB's log dict (the store-wide ones on log and eval iterations).
 METRIC_KEYS = ("r2d2/stage", "r2d2/repredictions", "r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc")
+# USB options that define a run's data, net and batches: a resume must keep them (with the
+# algorithm's options and its stage schedule; only where the store lives may change).
+RUN_OPTIONS = ("dataset", "num_classes", "num_labels", "seed", "eval_split", "include_lb_to_ulb",
+               "net", "batch_size", "uratio", "num_train_iter")
+PLACEMENT_OPTIONS = ("r2d2_store_dtype", "r2d2_store_device")
 
 
 @ALGORITHMS.register("r2d2")
@@ -244,8 +251,28 @@ class R2D2(AlgorithmBase):
             "repredict_seconds": self.repredict_seconds,
             "lazy_repredict": self.repredictor.state_dict(),
             "rng": rng_state(),
+            "run": self.run_settings(),
         }
         return save_dict
+
+    def run_settings(self) -> Dict[str, Any]:
+        """What a resume must keep: ``RUN_OPTIONS``, the algorithm's options (but where the store
+        lives) and the stage schedule they make (lengths and lrs as the run uses them)."""
+        skip = (*PLACEMENT_OPTIONS, *SCHEDULE_OPTIONS)
+        names = [*RUN_OPTIONS, *(o.name[2:] for o in self.get_argument() if o.name[2:] not in skip)]
+        return {**{name: getattr(self.args, name, None) for name in names},
+                **dataclasses.asdict(self.schedule)}
+
+    def check_run_settings(self, load_path: str, saved: Optional[Dict[str, Any]]) -> None:
+        """Refuse to resume a checkpoint written with other ``run_settings`` (checkpoints from
+        before they were saved are not checked)."""
+        now = self.run_settings()
+        changed = [f"{name} {saved[name]!r} (now {now.get(name)!r})" for name in saved or {}
+                   if now.get(name) != saved[name]]
+        if changed:
+            raise ConfigError(f"{load_path} was written by a run with other settings: {', '.join(changed)}",
+                              "resume with the checkpoint's settings, or start a new run (another "
+                              "save_name, resume: False)")
 
     def load_model(self, load_path: str) -> Dict[str, Any]:
         """USB's resume, restoring R2-D2's state; refuses a checkpoint without it."""
@@ -254,6 +281,7 @@ class R2D2(AlgorithmBase):
             raise ConfigError(f"{load_path} has no R2-D2 state (store, stage, repredictions)",
                               "resume an r2d2 run from a checkpoint that r2d2 wrote")
         state = checkpoint["r2d2"]
+        self.check_run_settings(load_path, state.get("run"))
         self.store.load_state_dict(state["store"])
         self.repredictions = state["repredictions"]
         self.repredict_seconds = state["repredict_seconds"]
@@ -267,19 +295,19 @@ class R2D2(AlgorithmBase):
         return [
             SSL_Argument("--r2d2_alpha", float, 0.1, "weight α of KL(f || softmax(y~))"),
             SSL_Argument("--r2d2_beta", float, 0.03, "weight β of the entropy H(f)"),
-            SSL_Argument("--r2d2_lambda", float, None,
+            SSL_Argument("--r2d2_lambda", none_or(float), None,
                          "store lr λ; default 4000·B/512 (the reference's step at batch B)"),
             SSL_Argument("--r2d2_labeled_logit", float, 10.0, "true-class logit of labeled targets"),
             SSL_Argument("--r2d2_labeled_loss", str, "d2",
                          "labeled samples' loss after the warm-up: d2 (the reference: the D2 loss "
                          "toward their fixed targets, in the batch mean) or ce (USB's supervised "
                          "cross-entropy, mean over the labeled samples)"),
-            SSL_Argument("--r2d2_warmup_iter", int, None,
+            SSL_Argument("--r2d2_warmup_iter", none_or(int), None,
                          "stage 1 length (all four unset: num_train_iter split 300:300:300:50)"),
-            SSL_Argument("--r2d2_d2_iter", int, None, "stage 2 length"),
-            SSL_Argument("--r2d2_r2_iter", int, None, "stage 3 length"),
-            SSL_Argument("--r2d2_finetune_iter", int, None, "stage 4 length"),
-            SSL_Argument("--r2d2_repredict_period", int, None,
+            SSL_Argument("--r2d2_d2_iter", none_or(int), None, "stage 2 length"),
+            SSL_Argument("--r2d2_r2_iter", none_or(int), None, "stage 3 length"),
+            SSL_Argument("--r2d2_finetune_iter", none_or(int), None, "stage 4 length"),
+            SSL_Argument("--r2d2_repredict_period", none_or(int), None,
                          "length of the len(r2d2_lr_r2) R2 periods, the last taking the remainder "
                          "(default r2d2_r2_iter / len(r2d2_lr_r2))"),
             SSL_Argument("--r2d2_lr_d2", float, 0.12, "network lr in stage 2"),
@@ -310,15 +338,19 @@ def check_loss_options(args: Any) -> None:
     """Reject loss and store options outside their domain before anything is built."""
     for name in ("r2d2_alpha", "r2d2_beta"):
         value = getattr(args, name)
-        if not value >= 0:
-            raise ConfigError(f"{name}={value} must be >= 0",
+        if not 0 <= value < math.inf:
+            raise ConfigError(f"{name}={value} must be >= 0 and finite",
                               f"set {name} to a non-negative weight (paper's safe default: "
                               f"r2d2_alpha 0.1, r2d2_beta 0.03)")
     lam = args.r2d2_lambda
-    if lam is not None and not lam > 0:
-        raise ConfigError(f"r2d2_lambda={lam} must be > 0",
+    if lam is not None and not 0 < lam < math.inf:
+        raise ConfigError(f"r2d2_lambda={lam} must be > 0 and finite",
                           "set a positive store lr, or leave r2d2_lambda unset for the reference's "
                           f"4000·B/512 (= {reference_lambda(args.batch_size, args.uratio):g} here)")
+    if not 0 < args.r2d2_labeled_logit < math.inf:
+        raise ConfigError(f"r2d2_labeled_logit={args.r2d2_labeled_logit} must be > 0 and finite",
+                          "set the true-class logit of labeled targets to a positive number (the "
+                          "reference's 10)")
     if args.r2d2_repredict_from not in REPREDICT_FROM:
         raise ConfigError(f"r2d2_repredict_from={args.r2d2_repredict_from!r} is not a source of predictions",
                           f"set it to one of {', '.join(REPREDICT_FROM)}")

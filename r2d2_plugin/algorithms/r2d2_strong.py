@@ -9,6 +9,7 @@ pseudo-labels), checkpoint and metrics are ``R2D2``'s.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -94,8 +95,8 @@ class R2D2Strong(R2D2):
 
 def check_strong_options(args: Any) -> None:
     """Refuse r2d2_strong options out of range, naming the fix."""
-    if not args.r2d2_strong_T > 0:
-        raise ConfigError(f"r2d2_strong_T={args.r2d2_strong_T} must be > 0",
+    if not 0 < args.r2d2_strong_T < math.inf:
+        raise ConfigError(f"r2d2_strong_T={args.r2d2_strong_T} must be > 0 and finite",
                           "set a positive temperature (1 keeps the pseudo-label as it is)")
     if not 0 <= args.r2d2_strong_threshold < 1:
         raise ConfigError(f"r2d2_strong_threshold={args.r2d2_strong_threshold} must be in [0, 1)",

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from semilearn.algorithms.utils import str2bool
 from semilearn.core.utils import ALGORITHMS
 
@@ -18,7 +19,7 @@ from . import distributed
 from ..algorithms.hooks import check_one_process
 from ..algorithms.r2d2 import R2D2, check_loss_options
 from ..algorithms.r2d2_strong import R2D2Strong, check_strong_options
-from ..core.schedule import StageSchedule
+from ..core.schedule import StageSchedule, none_or
 from ..errors import ConfigError
 from ..usb.datasets import (BALANCED_SPLIT_DATASETS, OFFLINE_CLASSES, OFFLINE_DATASETS,
                             USB_CV_DATASETS, VAL_SPLIT_DATASETS, check_num_classes, unknown_dataset)
@@ -26,13 +27,6 @@ from ..usb.datasets import (BALANCED_SPLIT_DATASETS, OFFLINE_CLASSES, OFFLINE_DA
 USB_NLP_AUDIO_DATASETS = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k",
                           "aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers",
                           "yelp_review")
-
-
-def none_or(kind: type) -> Callable[[Any], Any]:
-    def parse(value: Any) -> Any:
-        return None if value in (None, "None", "none", "") else kind(value)
-
-    return parse
 
 
 # USB's base options: name, type, default (USB train.py's defaults).
@@ -72,7 +66,16 @@ def read_yaml(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist", "pass --c with a USB-format YAML")
     with open(path, "r", encoding="utf-8") as f:
-        return YAML(typ="safe", pure=True).load(f) or {}
+        try:
+            loaded = YAML(typ="safe", pure=True).load(f) or {}
+        except YAMLError as err:
+            raise ConfigError(f"config file {path!r} is not valid YAML ({' '.join(str(err).split())})",
+                              "fix the line it names (one key: value per line, spaces not tabs, "
+                              "each key once)") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path!r} holds a {type(loaded).__name__}, not key: value pairs",
+                          "write one option per line as key: value (USB's config format)")
+    return loaded
 
 
 def build_parser(algorithm: Optional[str], add_help: bool = True) -> argparse.ArgumentParser:
@@ -101,7 +104,7 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                           f"set algorithm to one of {', '.join(sorted(ALGORITHMS.keys()))}")
     parser = build_parser(algorithm)
     check_file_keys(first.c, from_file, parser, from_file.get("algorithm", algorithm))
-    parser.set_defaults(**from_file)
+    parser.set_defaults(**numbers_of_file(first.c, from_file, parser))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise unknown_option(next((t for t in unknown if t.startswith("-")), unknown[0]),
@@ -111,15 +114,67 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+# Counts that must be at least 1.
+POSITIVE_COUNTS = ("epoch", "num_eval_iter", "num_log_iter", "batch_size", "uratio", "eval_batch_size")
+
+
+def check_run_numbers(args: argparse.Namespace) -> None:
+    """Refuse counts, the seed and the EMA momentum outside their range, naming the fix."""
+    for name in POSITIVE_COUNTS:
+        if getattr(args, name) < 1:
+            raise ConfigError(f"{name}={getattr(args, name)} must be >= 1", f"set {name} to a positive count")
+    if not 0 <= args.seed < 2 ** 32:
+        raise ConfigError(f"seed={args.seed} is outside 0 .. 2**32 - 1 (NumPy's seed range)",
+                          "use a non-negative seed")
+    if not 0 <= args.ema_m <= 1:
+        raise ConfigError(f"ema_m={args.ema_m} must be in [0, 1]",
+                          "set the EMA momentum to a number between 0 and 1 (USB's default 0.999)")
+
+
+def check_save_dir(save_dir: str) -> None:
+    """Refuse a ``save_dir`` that cannot be created or written, before anything is built."""
+    existing = os.path.abspath(save_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"save_dir={save_dir!r} cannot be written ({existing} is "
+                          f"{'not a folder' if not os.path.isdir(existing) else 'not writable'})",
+                          "set save_dir to a folder you can write to")
+
+
 def option_names(parser: argparse.ArgumentParser) -> List[str]:
     """The option names ``parser`` declares (without the leading dashes)."""
     return [s[2:] for action in parser._actions for s in action.option_strings if s.startswith("--")]
 
 
+def numbers_of_file(path: str, from_file: Dict[str, Any], parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """``from_file`` with its int and float options as those types (argparse converts only the
+    strings of the command line), refusing a YAML value that is not such a number."""
+    kinds = {action.dest: getattr(action.type, "__name__", "") for action in parser._actions}
+    numbers = dict(from_file)
+    for key, value in from_file.items():
+        kind = kinds.get(key)
+        if kind not in ("int", "float") or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                kind == "int" and not float(value).is_integer()):
+            raise ConfigError(f"{key}: {value!r} in {path} is not {'an integer' if kind == 'int' else 'a number'}",
+                              f"write {key} as one {kind}")
+        numbers[key] = int(value) if kind == "int" else float(value)
+    return numbers
+
+
 def unknown_option(token: str, known: Sequence[str], where: str) -> ConfigError:
     """The error for an option that neither USB, the plugin nor the algorithm declares, naming
-    the nearest declared one."""
+    the algorithm that declares it or the nearest declared one."""
     name = token.lstrip("-").split("=", 1)[0]
+    owners = sorted(a for a in ALGORITHMS.keys()
+                    if f"--{name}" in (o.name for o in ALGORITHMS[a].get_argument()))
+    if owners:
+        listed = ", ".join(owners[:3]) + (f" and {len(owners) - 3} more" if len(owners) > 3 else "")
+        return ConfigError(f"option {name!r} {where} is an option of {listed}, not of this run's "
+                           "algorithm", f"set algorithm to {'it' if len(owners) == 1 else 'one of them'}, "
+                           f"or remove {name}")
     nearest = difflib.get_close_matches(name, known, n=1)
     return ConfigError(f"unknown option {name!r} {where} (not an option of USB, of the plugin or "
                        f"of the algorithm)",
@@ -161,9 +216,16 @@ def check_config(args: argparse.Namespace) -> None:
         raise ConfigError(f"num_labels={args.num_labels} cannot be split evenly over the "
                           f"{args.num_classes} classes of '{args.dataset}' (USB draws as many "
                           "labels of every class)", f"use a positive multiple of {args.num_classes}")
+    check_run_numbers(args)
     if args.num_train_iter % args.epoch:
         raise ConfigError(f"num_train_iter={args.num_train_iter} is not a multiple of "
                           f"epoch={args.epoch}", "choose epoch so that it divides num_train_iter")
+    check_save_dir(args.save_dir)
+    if args.load_path and not args.resume:
+        raise ConfigError(f"load_path={args.load_path!r} is set but resume is False, so the "
+                          "checkpoint would not be read (and with overwrite: True a new run would "
+                          "replace the folder of the same save_name)",
+                          "set resume: True to continue from it, or load_path: None for a new run")
     if args.resume:
         if not args.load_path or not os.path.isfile(args.load_path):
             raise ConfigError(f"resume is on but the checkpoint load_path={args.load_path!r} "

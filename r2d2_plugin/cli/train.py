@@ -83,6 +83,19 @@ def build(args: Any, logger: logging.Logger) -> Any:
     return alg
 
 
+def resume_from(alg: Any, load_path: str) -> None:
+    """USB's ``load_model``, with a checkpoint that does not fit the algorithm or net (USB raises
+    KeyError or load_state_dict's RuntimeError) reported as a ``ConfigError``."""
+    try:
+        alg.load_model(load_path)
+    except (KeyError, RuntimeError) as err:
+        detail = (str(err).splitlines() or [""])[0]
+        raise ConfigError(f"the checkpoint {load_path} does not fit this run ({type(err).__name__}: "
+                          f"{detail}): another algorithm's or net's, or not written by USB",
+                          f"resume with the algorithm and net of the run that wrote it (now "
+                          f"{alg.args.algorithm}, {alg.args.net}), or start a new run with resume: False") from err
+
+
 def prepare(args: Any) -> Any:
     """Seed, build, (resume,) and hook the algorithm; only rank 0 touches the run's folder."""
     seed_everything(args.seed)
@@ -100,7 +113,7 @@ def prepare(args: Any) -> Any:
         torch.distributed.barrier()
     if args.resume:
         # before log.txt is opened: an unreadable checkpoint stops the run with the folder as it was
-        alg.load_model(args.load_path)
+        resume_from(alg, args.load_path)
     if main:
         log_to_file(logger, save_path)
         alg.tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
@@ -144,6 +157,29 @@ def main() -> None:
         run(sys.argv[1:])
     except ConfigError as err:
         sys.exit(f"error: {err}")
+    except BaseException as err:  # Ctrl-C inside torch.save surfaces as its RuntimeError
+        if not interrupted(err):
+            raise
+        resume_hint()
+
+
+def interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is, or was raised while handling, a KeyboardInterrupt."""
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err = err.__context__
+    return False
+
+
+def resume_hint() -> None:
+    """Exit after Ctrl-C with the command that resumes the run from its last checkpoint."""
+    args = get_config(sys.argv[1:])
+    latest = os.path.join(args.save_dir, args.save_name, "latest_model.pth")
+    if not os.path.isfile(latest):
+        sys.exit("interrupted before the first checkpoint: start the run again")
+    sys.exit(f"interrupted: {latest} holds the last checkpoint; continue with: python -m "
+             f"r2d2_plugin.cli.train {' '.join(sys.argv[1:])} --resume True --load_path {latest}")
 
 
 if __name__ == "__main__":

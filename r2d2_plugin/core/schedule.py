@@ -13,23 +13,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Sequence
+from typing import Any, Callable, List, Sequence
 
 from ..errors import ConfigError
 
 REFERENCE_STAGE_EPOCHS = (300, 300, 300, 50)
+# The options ``StageSchedule.from_args`` reads besides num_train_iter and lr.
+SCHEDULE_OPTIONS = ("r2d2_warmup_iter", "r2d2_d2_iter", "r2d2_r2_iter", "r2d2_finetune_iter",
+                    "r2d2_repredict_period", "r2d2_lr_d2", "r2d2_lr_r2", "r2d2_lr_finetune", "r2d2_use_r2")
 STAGE_NAMES = {1: "warm-up", 2: "D2", 3: "R2", 4: "fine-tune"}
 # The reference's stage-1 cosine ramp reaches 0 at 350 epochs but stops at 300.
 WARMUP_RAMPDOWN_RATIO = 350 / 300
 
 
-def parse_float_list(value: Any) -> List[float]:
+def none_or(kind: type) -> Callable[[Any], Any]:
+    """An option type that also reads USB's spelling of unset (``None``)."""
+    def parse(value: Any) -> Any:
+        return None if value in (None, "None", "none", "") else kind(value)
+
+    parse.__name__ = kind.__name__  # argparse's messages and docs/options.md name the type
+    return parse
+
+
+def parse_float_list(value: Any, name: str = "r2d2_lr_r2") -> List[float]:
     """Read a list of floats given as a YAML list or a comma-separated string."""
     if isinstance(value, str):
         value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
     if isinstance(value, (int, float)):
         value = [value]
-    return [float(v) for v in value]
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{name}={value!r} is not a list of numbers",
+                          f"give {name} as numbers, e.g. 0.12,0.08,0.04,0.004 or [0.12, 0.08, 0.04, 0.004]") from err
 
 
 @dataclass
@@ -98,13 +114,13 @@ class StageSchedule:
                               f"r2d2_repredict_period={self.repredict_period} iterations",
                               "shorten r2d2_repredict_period, lengthen r2d2_r2_iter or give fewer "
                               "r2d2_lr_r2 values")
-        if not self.lr_warmup > 0:
+        if not 0 < self.lr_warmup < math.inf:
             raise ConfigError(f"lr={self.lr_warmup} must be > 0 for r2d2 (it is the warm-up lr and "
                               "the base of the stage schedule)", "set lr to a positive number")
         for name, lr in [("r2d2_lr_d2", self.lr_d2),
                          ("r2d2_lr_finetune", self.lr_finetune)] + [("r2d2_lr_r2", v) for v in self.lr_r2]:
-            if not lr >= 0:
-                raise ConfigError(f"{name}={lr} is not a learning rate >= 0",
+            if not 0 <= lr < math.inf:
+                raise ConfigError(f"{name}={lr} is not a finite learning rate >= 0",
                                   f"set {name} to a non-negative number")
 
     @property

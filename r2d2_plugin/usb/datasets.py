@@ -153,34 +153,47 @@ def held_out_per_class(labels: np.ndarray) -> Dict[int, int]:
     return {c: int(n) // 5 for c, n in enumerate(np.bincount(labels[labels >= 0])) if n}
 
 
-def check_npz_path(data_dir: str) -> None:
+def read_npz(data_dir: str) -> Dict[str, np.ndarray]:
+    """The arrays of the user's ``npz`` file, checked against the format (docs/datasets.md)."""
+    fix = ("save images (uint8, N images), labels (N, -1 = unlabeled) and optionally an "
+           "eval_images / eval_labels pair with np.savez")
     if not os.path.isfile(data_dir):
         raise ConfigError(f"dataset 'npz' reads data_dir={data_dir!r}, which is not a file",
                           "set data_dir to the path of your .npz file")
+    try:
+        with np.load(data_dir, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{data_dir} is not a .npz file of arrays ({type(err).__name__})", fix) from err
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise ConfigError(f"{data_dir} has no array '{key}'", fix)
+    if ("eval_images" in arrays) != ("eval_labels" in arrays):
+        raise ConfigError(f"{data_dir} has only one of eval_images and eval_labels",
+                          "save both (a held-out eval set) or neither (a fifth of the labeled "
+                          "images is held out)")
+    for images, labels in [("images", "labels"), ("eval_images", "eval_labels")][:1 + ("eval_images" in arrays)]:
+        shape, count = arrays[labels].shape, len(arrays[images])
+        if shape != (count,) or arrays[images].ndim not in (3, 4):
+            raise ConfigError(f"{data_dir}: {images} has shape {arrays[images].shape} and {labels} "
+                              f"{shape}; they need (N, H, W) or (N, H, W, 3) and (N,)", fix)
+    if (arrays["labels"] < 0).all() or ("eval_labels" in arrays and (arrays["eval_labels"] < 0).any()):
+        raise ConfigError(f"{data_dir} has no labeled image, or an eval label below 0",
+                          "label some training images (>= 0) and every eval image")
+    return arrays
 
 
 def npz_num_labels(data_dir: str) -> int:
     """The labeled images an ``npz`` file leaves for training (``get_npz``'s ``num_labels``)."""
-    check_npz_path(data_dir)
-    with np.load(data_dir) as f:
-        labels = f["labels"] if "labels" in f.files else np.zeros(0, np.int64)
-        held = 0 if "eval_images" in f.files else sum(held_out_per_class(labels).values())
+    arrays = read_npz(data_dir)
+    labels = arrays["labels"]
+    held = 0 if "eval_images" in arrays else sum(held_out_per_class(labels).values())
     return int((labels >= 0).sum()) - held
 
 
 def get_npz(args: Any, alg: str, num_classes: int, include_lb_to_ulb: bool,
             data_dir: str) -> Dict[str, Optional[BasicDataset]]:
-    check_npz_path(data_dir)
-    with np.load(data_dir) as f:
-        arrays = {k: f[k] for k in f.files}
-    for key in ("images", "labels"):
-        if key not in arrays:
-            raise ConfigError(f"{data_dir} has no array '{key}'",
-                              "save images (uint8) and labels (-1 = unlabeled) in the .npz")
-    if ("eval_images" in arrays) != ("eval_labels" in arrays):
-        raise ConfigError(f"{data_dir} has only one of eval_images and eval_labels",
-                          "save both (a held-out eval set) or neither (a fifth of the labeled "
-                          "images is held out)")
+    arrays = read_npz(data_dir)
     images, labels = as_rgb(arrays["images"]), arrays["labels"].astype(np.int64)
     labeled = np.flatnonzero(labels >= 0)
     if "eval_images" in arrays:
@@ -222,8 +235,14 @@ def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
             return get_fashionmnist(args, algorithm, num_labels, num_classes, include_lb_to_ulb, data_dir)
         if dataset == "npz":
             return get_npz(args, algorithm, num_classes, include_lb_to_ulb, data_dir)
-        dataset_dict = usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
-                                       include_lb_to_ulb)
+        try:
+            dataset_dict = usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
+                                           include_lb_to_ulb)
+        except OSError as err:  # torchvision's download (URLError) or the files themselves
+            raise ConfigError(f"dataset '{dataset}' could not be read from data_dir={data_dir!r} nor "
+                              f"downloaded ({type(err).__name__}: {err})",
+                              "put USB's files for it under data_dir (the table in docs/datasets.md) "
+                              "or run where torchvision can download them") from err
         if dataset_dict is None:
             raise unknown_dataset(dataset)
         return dataset_dict

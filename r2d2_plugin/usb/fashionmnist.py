@@ -102,10 +102,10 @@ def locate(data_dir: str, system_dir: str = SYSTEM_DIR, allow_download: bool = T
 def read_idx(path: str, reader: Callable[[str], torch.Tensor]) -> np.ndarray:
     """One IDX file through torchvision's ``reader`` (a .gz is decompressed to a temporary file)."""
     with tempfile.TemporaryDirectory() as tmp:
-        plain = extract_archive(path, tmp) if path.endswith(".gz") else path
         try:
+            plain = extract_archive(path, tmp) if path.endswith(".gz") else path
             return reader(plain).numpy()
-        except (AssertionError, TypeError, ValueError, RuntimeError, KeyError) as error:
+        except (AssertionError, TypeError, ValueError, RuntimeError, KeyError, OSError, EOFError) as error:
             raise ConfigError(f"{path} is not a readable IDX file of Fashion-MNIST ({str(error) or 'bad header'})",
                               "replace it with the original file (apt-get install --reinstall "
                               "dataset-fashion-mnist, or Zalando's download)") from error
