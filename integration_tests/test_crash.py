@@ -97,11 +97,15 @@ def test_a_run_killed_during_a_save_keeps_its_last_checkpoint_and_matches(tmp_pa
     proc = launch(short_argv(tmp_path, name="killed"), tmp_path)
     latest = tmp_path / "killed" / "latest_model.pth"
     wait_for(latest, proc)
+    # Paused while the pipe is laid (the next save is one evaluation, 10 iterations, away: a
+    # fast machine could reach it first).
+    proc.send_signal(signal.SIGSTOP)
     first = latest.read_bytes()
     assert torch.load(latest, map_location="cpu", weights_only=False)["it"] == 10
     pipe = tmp_path / "killed" / f".latest_model.pth.{proc.pid}.tmp"
     os.mkfifo(pipe)
     reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    proc.send_signal(signal.SIGCONT)
     try:
         deadline, head = time.monotonic() + DEADLINE_S, b""
         while not head:
@@ -129,7 +133,7 @@ def test_ctrl_c_names_the_command_that_resumes_and_it_matches(tmp_path, straight
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1
-    command = stderr.strip().splitlines()[-1].split("continue with: ")[-1]
+    command = next(line for line in stderr.splitlines() if "continue with: " in line).split("continue with: ")[-1]
     assert command == " ".join(["python -m r2d2_plugin.cli.train", *argv, "--resume True --load_path", str(latest)])
 
     assert_same_end(straight, resume(tmp_path, "interrupted"))

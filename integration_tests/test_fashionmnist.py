@@ -238,11 +238,21 @@ def test_repredicting_from_the_array_equals_the_per_image_path(tmp_path, case):
     torch.testing.assert_close(alg.store.logits, expected, atol=1e-5, rtol=1e-5)
 
 
+# Lazy and full-pass runs differ only by float rounding (a fill predicts a step's 16 rows, the
+# full pass 128 at a time), which 40 training steps amplify: on this machine's CPU they are
+# bit-identical, under other instruction sets (MKL / oneDNN / ATen at AVX2 or SSE4, 1 and 2
+# threads) up to 3.2e-3 in the store and 6.3e-3 in the weights
+# (results/test_margins/lazy_fill.md); 0.05 is 8 times that. Which rows are filled, and with
+# what, is checked against the frozen net's own full pass to 1e-5 (one forward pass, no training).
+RUN_ROUNDING = 0.05
+
+
 @pytest.mark.parametrize("case", ["array", "per image (Resize to 24)"])
 def test_lazy_repredictions_train_as_the_full_pass(tmp_path, case):
     """``r2d2_lazy_repredict``: a row takes the frozen net's logits (the EMA weights here, as in
-    the Fashion-MNIST configs) when training first reads it. The run, and every row it read since
-    the last reprediction, equal the full pass's; the other rows were never computed."""
+    the Fashion-MNIST configs) when training first reads it: the full pass's values for every row
+    read since the last reprediction (one forward pass: to 1e-5), the other rows never computed;
+    the run trains as the full pass's, up to float rounding."""
     write_fixture(tmp_path / "data", gz=True)
     runs = {}
     for lazy in ("False", "True"):
@@ -261,12 +271,15 @@ def test_lazy_repredictions_train_as_the_full_pass(tmp_path, case):
     filled = lazy.repredictor.filled()
     # Only the fine-tune's 8 iterations x 16 unlabeled rows follow the last reprediction.
     assert 0 < int(filled.sum()) <= 8 * 16 < len(filled)
-    torch.testing.assert_close(lazy.store.logits[filled], full.store.logits[filled], atol=1e-5, rtol=1e-5)
-    assert (lazy.store.logits[~filled] - full.store.logits[~filled]).abs().amax(dim=1).min() > 1e-3
+    # The frozen net's full pass, computed here on the per-image path.
+    frozen_pass = unlabeled_logits(lazy, lazy.repredictor.frozen)
+    torch.testing.assert_close(lazy.store.logits[filled], frozen_pass[filled], atol=1e-5, rtol=1e-5)
+    assert (lazy.store.logits[~filled] - frozen_pass[~filled]).abs().amax(dim=1).min() > 1e-3
+    torch.testing.assert_close(lazy.store.logits[filled], full.store.logits[filled], atol=RUN_ROUNDING, rtol=0)
     for weights in ("model", "ema_model"):
         expected = getattr(full, weights).state_dict()
         for name, value in getattr(lazy, weights).state_dict().items():
-            torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-5, msg=name)
+            torch.testing.assert_close(value, expected[name], atol=RUN_ROUNDING, rtol=0, msg=name)
     labels = torch.as_tensor(lazy.dataset_dict["train_ulb"].targets)
     hits = lazy.store.logits[filled].argmax(dim=1) == labels[filled]
     assert lazy.log_dict["r2d2/pseudo_label_acc"] == pytest.approx(hits.double().mean().item())

@@ -18,7 +18,7 @@ from r2d2_plugin.usb import fashionmnist
 from conftest import ROOT
 
 ENV = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-NEEDS_DATA = pytest.mark.skipif(not os.path.isdir(fashionmnist.SYSTEM_DIR),
+NEEDS_DATA = pytest.mark.skipif(fashionmnist.find_files("/nonexistent") is None,
                                 reason="needs Debian's dataset-fashion-mnist")
 
 
