@@ -126,8 +126,11 @@ def test_a_run_killed_during_a_save_keeps_its_last_checkpoint_and_matches(tmp_pa
 
 def test_ctrl_c_names_the_command_that_resumes_and_it_matches(tmp_path, straight):
     argv = short_argv(tmp_path, name="interrupted")
+    # SIGINT as a terminal delivers it: a test run started in the background inherits it ignored,
+    # and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "r2d2_plugin.cli.train", *argv], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     latest = tmp_path / "interrupted" / "latest_model.pth"
     wait_for(latest, proc)
     proc.send_signal(signal.SIGINT)
