@@ -368,9 +368,14 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
 def check_npz_labels(configs: Dict[int, Dict[str, argparse.Namespace]]) -> None:
     """Refuse, before any run, a label count that an ``npz`` file (which brings its own labeled
     set) does not have."""
+    counts: Dict[str, int] = {}  # one read of each file
     for num_labels, by_algorithm in configs.items():
         for config in by_algorithm.values():
-            found = npz_num_labels(config.data_dir) if config.dataset == "npz" else num_labels
+            if config.dataset != "npz":
+                continue
+            if config.data_dir not in counts:
+                counts[config.data_dir] = npz_num_labels(config.data_dir)
+            found = counts[config.data_dir]
             if found != num_labels:
                 raise ConfigError(f"{config.data_dir} leaves {found} labeled images for training, not "
                                   f"{num_labels} (npz data brings its own labeled set)",

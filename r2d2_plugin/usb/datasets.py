@@ -172,7 +172,8 @@ def read_npz(data_dir: str) -> Dict[str, np.ndarray]:
         raise ConfigError(f"{data_dir} has only one of eval_images and eval_labels",
                           "save both (a held-out eval set) or neither (a fifth of the labeled "
                           "images is held out)")
-    for images, labels in [("images", "labels"), ("eval_images", "eval_labels")][:1 + ("eval_images" in arrays)]:
+    pairs = [("images", "labels")] + ([("eval_images", "eval_labels")] if "eval_images" in arrays else [])
+    for images, labels in pairs:
         shape, count = arrays[labels].shape, len(arrays[images])
         if shape != (count,) or arrays[images].ndim not in (3, 4):
             raise ConfigError(f"{data_dir}: {images} has shape {arrays[images].shape} and {labels} "
