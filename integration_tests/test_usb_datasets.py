@@ -13,7 +13,7 @@ import math
 import os
 import pickle
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import pytest
@@ -27,6 +27,7 @@ import semilearn.datasets.utils as usb_data_utils
 from semilearn.core.utils import get_net_builder
 
 from r2d2_plugin.cli.config import read_yaml
+from r2d2_plugin.errors import ConfigError
 from conftest import ROOT, build_alg
 
 CLASSIC_CV = sorted((ROOT / "configs" / "classic_cv").glob("*.yaml"))
@@ -105,7 +106,8 @@ def cifar_rows(images: np.ndarray) -> np.ndarray:
     return images.transpose(0, 3, 1, 2).reshape(len(images), -1)
 
 
-def write_cifar10(root: Path, w: Written, per_class: int) -> None:
+def write_cifar10(root: Path, w: Written, per_class: Union[int, np.ndarray]) -> None:
+    """``per_class``: the labeled images of every class (or of each, an array); EXTRA more each."""
     folder = root / "cifar10" / "cifar-10-batches-py"
     x, y = w.add("train", np.repeat(np.arange(10), per_class + EXTRA))
     for k, part in enumerate(np.array_split(np.arange(len(y)), 5), 1):
@@ -254,6 +256,33 @@ def test_classic_cv_config_trains_on_usb_datasets(config, tmp_path, md5_bypassed
     assert math.isfinite(alg.log_dict["train/sup_loss"])
     assert math.isfinite(alg.log_dict["eval/loss"])
     assert 0.0 <= alg.log_dict["eval/top-1-acc"] <= 1.0
+
+
+@pytest.mark.parametrize("config", TRAINED, ids=lambda p: p.stem)
+def test_more_labels_than_every_class_has_are_refused(config, tmp_path, md5_bypassed, usb_index_files):
+    """More labels a class than any class has: USB's split fails on an empty unlabeled set
+    (CIFAR, SVHN) or labels what there is (STL-10); refused with the count asked either way."""
+    yaml = read_yaml(str(config))
+    dataset, num_classes = yaml["dataset"], yaml["num_classes"]
+    written = Written(yaml["img_size"], seed=0)
+    WRITERS[dataset](tmp_path / "data", written, 1)
+    labeled_from = np.concatenate([written.splits[s] for s in ("train", "extra") if s in written.splits])
+    most = int(np.bincount(written.labels[labeled_from], minlength=num_classes).max())
+    with pytest.raises(ConfigError, match=rf"num_labels={(most + 1) * num_classes} asks for {most + 1} "
+                                          rf"labeled images of every class"):
+        build_alg(["--c", str(config), "--data_dir", str(tmp_path / "data"), *SHORT_RUN,
+                   "--save_dir", str(tmp_path / "runs"), "--num_labels", str((most + 1) * num_classes)])
+
+
+def test_more_labels_than_one_class_has_are_refused(tmp_path, md5_bypassed, usb_index_files):
+    """CIFAR-10 with 2 training images of class 0 and 4 of the others: 3 labels a class would
+    label all of class 0 without a word; refused, naming the class and the largest count."""
+    config = next(c for c in TRAINED if read_yaml(str(c))["dataset"] == "cifar10")
+    write_cifar10(tmp_path / "data", Written(32, seed=0), np.array([1] + [3] * 9))
+    with pytest.raises(ConfigError, match=r"class 0 of 'cifar10' has only 2 training images.*"
+                                          r"at most 20\b"):
+        build_alg(["--c", str(config), "--data_dir", str(tmp_path / "data"), *SHORT_RUN,
+                   "--save_dir", str(tmp_path / "runs"), "--num_labels", "30"])
 
 
 def shipped_nets() -> Dict[str, Tuple[int, int]]:

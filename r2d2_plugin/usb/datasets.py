@@ -223,6 +223,18 @@ def unknown_dataset(name: str) -> ConfigError:
                        f"with data_dir pointing at your own .npz file")
 
 
+def check_labeled_per_class(dataset: str, targets: Any, num_labels: int, num_classes: int) -> None:
+    """Refuse a labeled set short of ``num_labels / num_classes`` images in a class: USB's balanced
+    split then labels that whole class without a word (and leaves none of it unlabeled)."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
+    wanted = num_labels // num_classes
+    short = int(np.argmin(counts))
+    if counts[short] < wanted:
+        raise ConfigError(f"num_labels={num_labels} asks for {wanted} labeled images of every class, "
+                          f"but class {short} of '{dataset}' has only {counts[short]} training images",
+                          f"use num_labels of at most {counts[short] * num_classes}")
+
+
 def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
     """Wrap USB's ``get_dataset`` so it also serves ``digits``, ``fashionmnist`` and ``npz``, and
     refuses a name it does not know (USB returns None) with a ``ConfigError``."""
@@ -239,6 +251,15 @@ def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
         try:
             dataset_dict = usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir,
                                            include_lb_to_ulb)
+        except IndexError as err:
+            if dataset not in BALANCED_SPLIT_DATASETS:
+                raise
+            # USB's split: every image of every class labeled leaves an empty float index array.
+            raise ConfigError(f"num_labels={num_labels} asks for {num_labels // num_classes} labeled "
+                              f"images of every class of '{dataset}', all that every class has or "
+                              f"more, so USB's split leaves no image unlabeled ({err})",
+                              "use fewer labels than the training images of a class (CIFAR-10: "
+                              "5,000, CIFAR-100: 500, STL-10's labeled ones: 500)") from err
         except OSError as err:  # torchvision's download (URLError) or the files themselves
             raise ConfigError(f"dataset '{dataset}' could not be read from data_dir={data_dir!r} nor "
                               f"downloaded ({type(err).__name__}: {err})",
@@ -246,6 +267,8 @@ def with_offline_datasets(usb_get_dataset: Callable) -> Callable:
                               "or run where torchvision can download them") from err
         if dataset_dict is None:
             raise unknown_dataset(dataset)
+        if dataset in BALANCED_SPLIT_DATASETS and args.lb_imb_ratio == 1:
+            check_labeled_per_class(dataset, dataset_dict["train_lb"].targets, num_labels, num_classes)
         return dataset_dict
 
     get_dataset.__wrapped_usb__ = usb_get_dataset
