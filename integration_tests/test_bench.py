@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from PIL import Image
 from r2d2_plugin import ConfigError
 from r2d2_plugin.tools import bench
 from r2d2_plugin.tools.common import write_rows
-from conftest import R2D2_SHORT, SHORT, DIGITS_CONFIG
+from conftest import DIGITS_CONFIG, R2D2_SHORT, ROOT, SHORT
 from test_fashionmnist import write_npz
 
 TINY = [*SHORT, *R2D2_SHORT, "--num_eval_iter", "20"]
@@ -60,12 +62,29 @@ def test_suite_runs_every_algorithm_and_label_count_once_and_resumes(tmp_path):
     assert {p: Image.open(out / p).size for p in PLOTS} == sizes
 
 
-def test_an_algorithm_config_must_share_data_net_batches_and_budget(tmp_path):
+@pytest.mark.parametrize("line, changed", [("batch_size: 16", "batch_size: 32"),
+                                           ("data_dir: ./data", "data_dir: ./other_data")])
+def test_an_algorithm_config_must_share_data_net_batches_and_budget(tmp_path, line, changed):
     other = tmp_path / "other.yaml"
-    other.write_text(open(DIGITS_CONFIG).read().replace("batch_size: 16", "batch_size: 32"))
-    with pytest.raises(ConfigError, match="differs from the suite's .* in batch_size"):
+    text = open(DIGITS_CONFIG).read()
+    assert line in text
+    other.write_text(text.replace(line, changed))
+    with pytest.raises(ConfigError, match=f"differs from the suite's .* in {line.split(':')[0]}"):
         bench.main(["--c", DIGITS_CONFIG, "--algorithms", "r2d2", "r2d2_strong",
                     "--algorithm_config", f"r2d2_strong={other}", "--out", str(tmp_path / "x")])
+
+
+def test_an_unknown_algorithm_is_refused_before_any_run(tmp_path):
+    with pytest.raises(ConfigError, match="unknown algorithm 'fixmach'.*one of .*fixmatch"):
+        bench.main(["--c", DIGITS_CONFIG, "--algorithms", "supervised", "fixmach", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_input_on_the_command_line_prints_the_fix_without_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "r2d2_plugin.tools.bench", "--c", str(tmp_path / "none.yaml"),
+                           "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(r"^error: config file '.*none.yaml' does not exist\. Fix: ", done.stderr, re.M), done.stderr
 
 
 
@@ -98,6 +117,12 @@ def test_adding_seeds_to_a_suite_names_every_seed_in_its_command(tmp_path):
     with open(out / "runs.csv", newline="") as f:
         assert [r["seed"] for r in csv.DictReader(f)] == ["0", "1", "2"]
     assert re.search(r"\| supervised \|[^\n]*\| 3 \|", (out / "table.md").read_text())
+
+    # Other settings into the same folder would table its runs under them: refused, nothing changed.
+    before = {name: (out / name).read_text() for name in ("COMMAND", "runs.csv", "table.md")}
+    with pytest.raises(ConfigError, match="holds runs made with other settings .*another --out"):
+        bench.main([*argv, "--seeds", "0", "3", "--ema_m", "0.9"])
+    assert {name: (out / name).read_text() for name in before} == before
 
 
 def test_a_label_count_the_data_does_not_have_is_refused(tmp_path):

@@ -91,6 +91,13 @@ def build_parser(algorithm: Optional[str], add_help: bool = True) -> argparse.Ar
     return parser
 
 
+def check_algorithm(algorithm: str) -> None:
+    """Refuse a name that USB's registry does not hold, listing those it does."""
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm '{algorithm}'",
+                          f"set algorithm to one of {', '.join(sorted(ALGORITHMS.keys()))}")
+
+
 def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """USB's namespace: defaults < YAML < command line; then ``check_config``."""
     argv = list(argv or [])
@@ -99,9 +106,7 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from_file = read_yaml(first.c)
     on_command_line = any(t == "--algorithm" or t.startswith("--algorithm=") for t in argv)
     algorithm = first.algorithm if on_command_line else from_file.get("algorithm", first.algorithm)
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm '{algorithm}'",
-                          f"set algorithm to one of {', '.join(sorted(ALGORITHMS.keys()))}")
+    check_algorithm(algorithm)
     parser = build_parser(algorithm)
     check_file_keys(first.c, from_file, parser, from_file.get("algorithm", algorithm))
     parser.set_defaults(**numbers_of_file(first.c, from_file, parser))

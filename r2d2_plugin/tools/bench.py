@@ -33,13 +33,14 @@ import numpy as np
 from semilearn.core.utils import ALGORITHMS
 
 from ..algorithms.r2d2 import R2D2
-from ..cli.config import get_config
+from ..cli.config import check_algorithm, get_config
 from ..cli.train import run
 from ..core.schedule import StageSchedule
 from ..core.store import STORE_DTYPES
 from ..errors import ConfigError
 from ..usb.datasets import npz_num_labels
-from .common import STD_NOTE, mean_pm_std, read_command, read_rows, spawned_runs, write_command, write_rows
+from .common import (STD_NOTE, mean_pm_std, read_command, read_rows, run_tool, spawned_runs,
+                     write_command, write_rows)
 
 MODULE = "r2d2_plugin.tools.bench"
 
@@ -69,7 +70,7 @@ def options_for(algorithm: str, extra: Sequence[str]) -> List[str]:
 
 
 # What every algorithm of a suite shares, whichever config it reads.
-SHARED = ("dataset", "num_classes", "net", "num_train_iter", "epoch", "batch_size", "uratio",
+SHARED = ("dataset", "data_dir", "num_classes", "net", "num_train_iter", "epoch", "batch_size", "uratio",
           "eval_batch_size", "ema_m", "img_size", "crop_ratio", "num_eval_iter", "eval_split")
 
 
@@ -309,6 +310,8 @@ def parse(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
     parser.add_argument("--threads", type=int, help="torch threads per run (default cpu_count // jobs)")
     parser.add_argument("--out", required=True)
     args, extra = parser.parse_known_args(argv)
+    for algorithm in args.algorithms:
+        check_algorithm(algorithm)
     if not args.num_labels:
         if "{num_labels}" in args.c:
             raise ConfigError(f"--c {args.c} depends on the label count", "give --num_labels")
@@ -340,6 +343,24 @@ def same_but_seeds(a: argparse.Namespace, a_extra: List[str], b: argparse.Namesp
                                    == {k: v for k, v in vars(b).items() if k not in ignored})
 
 
+def check_same_settings(args: argparse.Namespace, extra: List[str], saved: argparse.Namespace,
+                        saved_extra: List[str]) -> None:
+    """Refuse a command whose settings differ from the ``COMMAND`` that made the folder's finished
+    runs: its table would show those runs under this command's settings."""
+    differ = [f"--c {saved.c}"] if args.c != saved.c else []
+    if extra != saved_extra:
+        differ.append(f"the options passed to every run: {' '.join(saved_extra) or 'none'}")
+    for algorithm in sorted(set(args.algorithms) & set(saved.algorithms)):
+        theirs = config_path(saved.c, saved.algorithm_config, algorithm, args.num_labels[0])
+        if args.c == saved.c and config_path(args.c, args.algorithm_config, algorithm,
+                                             args.num_labels[0]) != theirs:
+            differ.append(f"{algorithm}'s config {theirs}")
+    if differ:
+        raise ConfigError(f"{args.out} holds runs made with other settings (its COMMAND has "
+                          f"{'; '.join(differ)})", "give this command another --out, or the "
+                          "COMMAND's settings (to re-run every run, delete runs.csv and curves/)")
+
+
 def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str],
                   done: Set[Tuple[str, int, int]]) -> Tuple[argparse.Namespace, List[str]]:
     """The command whose ``COMMAND``, ``table.md`` and plots the folder gets: this one, unless it
@@ -348,6 +369,8 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
     one then stays; or unless it adds seeds to the folder's ``COMMAND`` (the same settings, other
     seeds): then this one with the seeds of both."""
     saved = read_command(args.out, MODULE)
+    if saved is not None and done:
+        check_same_settings(args, extra, *parse(saved))
     if saved is not None and not done <= runs_of(args):
         suite, suite_extra = parse(saved)
         if done | runs_of(args) <= runs_of(suite):
@@ -423,4 +446,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -6,10 +6,13 @@ import csv
 import multiprocessing
 import os
 import shlex
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..errors import ConfigError
 
 STD_NOTE = "mean ± sample std (n − 1) over seeds"
 
@@ -90,3 +93,12 @@ def spawned_runs(jobs: int, function: Callable, tasks: Sequence[Tuple]) -> Itera
         futures: Dict[Future, Tuple] = {pool.submit(function, *task): task for task in tasks}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def run_tool(main: Callable[[], None]) -> None:
+    """A tool's ``main`` from the command line: a ``ConfigError`` ends it as the launcher does
+    (``error: <problem>. Fix: <fix>.``), without a traceback."""
+    try:
+        main()
+    except ConfigError as err:
+        sys.exit(f"error: {err}")

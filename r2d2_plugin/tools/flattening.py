@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .bench import column, read_curves, seed_mean
-from .common import STD_NOTE, mean_pm_std, read_rows, write_command, write_report
+from .common import STD_NOTE, mean_pm_std, read_rows, run_tool, write_command, write_report
 
 KEYS = (("r2d2/pseudo_label_entropy", "pseudo-label entropy (nats)"),
         ("r2d2/pseudo_label_acc", "pseudo-label accuracy"))
@@ -75,4 +75,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

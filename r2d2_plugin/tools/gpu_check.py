@@ -51,7 +51,7 @@ from ..usb import fashionmnist
 from ..usb.datasets import per_class_pick
 from . import scale
 from .bench import one_run, run_name
-from .common import spawned_runs, write_command, write_rows
+from .common import run_tool, spawned_runs, write_command, write_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CONFIG = str(ROOT / "configs" / "classic_cv" / "r2d2_cifar10_40_0.yaml")
@@ -415,4 +415,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -44,7 +44,7 @@ import torch.distributed as dist
 from ..core.collectives import gather_rows
 from ..core.sharded_store import ShardedPseudoLabelStore
 from ..core.store import STORE_DTYPES, PseudoLabelStore
-from .common import STD_NOTE, mean_pm_std, read_rows, write_command, write_rows
+from .common import STD_NOTE, mean_pm_std, read_rows, run_tool, write_command, write_rows
 
 IMAGENET_ROWS, IMAGENET_CLASSES = 1_281_167, 1000
 BATCH_ULB = 64  # USB's ImageNet setting: batch_size 64 x uratio 1 unlabeled rows per step
@@ -314,4 +314,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -23,7 +23,8 @@ import numpy as np
 from .bench import one_run
 from ..cli.config import get_config
 from ..core.schedule import StageSchedule
-from .common import STD_NOTE, mean_pm_std, read_rows, spawned_runs, write_command, write_report, write_rows
+from .common import (STD_NOTE, mean_pm_std, read_rows, run_tool, spawned_runs, write_command,
+                     write_report, write_rows)
 
 GRIDS: Dict[str, Tuple[Tuple[str, List[float]], Tuple[str, List[float]]]] = {
     "alpha_beta": (("r2d2_alpha", [0.03, 0.1, 0.3]), ("r2d2_beta", [0.0, 0.03, 0.1])),
@@ -139,4 +140,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)
