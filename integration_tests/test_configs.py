@@ -2,6 +2,8 @@
 a key or option that nothing declares is refused with the nearest declared one."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -111,6 +113,17 @@ def test_a_misspelt_key_in_the_yaml_stops_with_the_nearest_option(tmp_path):
 ])
 def test_a_misspelt_option_on_the_command_line_stops_with_the_nearest_option(argv, nearest):
     with pytest.raises(ConfigError, match=rf"on the command line.*did you mean {nearest}\?"):
+        get_config(["--c", DIGITS_CONFIG, *argv])
+
+
+@pytest.mark.parametrize("argv, problem, fix", [
+    (["--r2d2_lr_r2", "0.1", "0.05"], "'0.05' on the command line is a second value after --r2d2_lr_r2",
+     "--r2d2_lr_r2 0.1,0.05"),
+    (["--seed", "1", "-2"], "'-2' on the command line is a second value after --seed", "remove it"),
+])
+def test_a_second_value_after_an_option_names_the_option(argv, problem, fix):
+    """argparse leaves it over as a bare value; the error names the option it follows."""
+    with pytest.raises(ConfigError, match=re.escape(problem) + ".*" + re.escape(fix)):
         get_config(["--c", DIGITS_CONFIG, *argv])
 
 

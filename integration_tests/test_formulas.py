@@ -396,6 +396,28 @@ def test_an_npz_off_the_format_is_refused(tmp_path, case, problem):
         build_alg(["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--dataset", "npz", "--data_dir", str(path)])
 
 
+@pytest.mark.parametrize("case, problem", [
+    ("img_size 8 for 16x16 images", r"img_size=8 but '.*data.npz' serves images of 16x16 pixels.*set img_size: 16"),
+    ("eval images of another size", r"holds images of \(12, 12\) and \(16, 16\) pixels.*square images of one size"),
+    ("images 16x12", r"holds images of \(16, 12\) pixels"),
+])
+def test_npz_images_must_match_img_size(tmp_path, case, problem):
+    """npz data is served unresized: its images square, of one size, and img_size that size."""
+    images, labels = np.zeros((100, 16, 16), np.uint8), np.repeat(np.arange(CLASSES), 10)
+    eval_images = {"eval images of another size": np.zeros((20, 12, 12), np.uint8)}.get(case, images[:20])
+    if case == "images 16x12":
+        images, eval_images = images[:, :, :12], eval_images[:, :, :12]
+    np.savez(tmp_path / "data.npz", images=images, labels=labels, eval_images=eval_images, eval_labels=labels[:20])
+    run = ["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--dataset", "npz", "--data_dir", str(tmp_path / "data.npz")]
+    with pytest.raises(ConfigError, match=problem):
+        build_alg([*run, "--img_size", "8" if case.startswith("img_size") else "16"])
+
+
+def test_digits_img_size_must_be_its_own(tmp_path):
+    with pytest.raises(ConfigError, match=r"img_size=28 but 'digits' serves images of 16x16 pixels.*set img_size: 16"):
+        build_alg(["--c", DIGITS_CONFIG, "--save_dir", str(tmp_path), "--img_size", "28"])
+
+
 @pytest.mark.parametrize("only", ["eval_images", "eval_labels"])
 def test_npz_with_one_of_the_eval_pair_is_refused(tmp_path, only):
     images, labels = np.zeros((100, 8, 8), np.uint8), np.repeat(np.arange(CLASSES), 10)

@@ -86,6 +86,16 @@ def test_resumed_curves_hold_each_iteration_once(tmp_path):
     # every num_log_iter (5) and num_eval_iter (10) iterations of SHORT's 40
     assert iterations == list(range(5, 41, 5))
 
+    # Resuming the finished run says so and trains nothing.
+    finished = torch.load(latest, map_location="cpu", weights_only=False)
+    curves = (tmp_path / "run" / "curves.csv").read_text()
+    run(short_argv(tmp_path, "--resume", "True", "--load_path", str(latest)))
+    assert "its run had finished (num_train_iter=40): nothing is trained" in (tmp_path / "run" / "log.txt").read_text()
+    again = torch.load(latest, map_location="cpu", weights_only=False)
+    assert (tmp_path / "run" / "curves.csv").read_text() == curves
+    for name, tensor in finished["model"].items():
+        assert torch.equal(again["model"][name], tensor), name
+
 
 def test_fixmatch_runs_through_the_same_launcher_on_the_same_split(tmp_path):
     r2d2, _ = build_alg(short_argv(tmp_path, name="r2d2"))

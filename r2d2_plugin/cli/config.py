@@ -112,8 +112,10 @@ def get_config(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.set_defaults(**numbers_of_file(first.c, from_file, parser))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        raise unknown_option(next((t for t in unknown if t.startswith("-")), unknown[0]),
-                             option_names(parser), "on the command line")
+        option = next((t for t in unknown if t.startswith("-") and not t.lstrip("-")[:1].isdigit()), None)
+        if option is None:
+            raise stray_value(unknown[0], argv)
+        raise unknown_option(option, option_names(parser), "on the command line")
     distributed.resolve(args)
     check_config(args)
     return args
@@ -167,6 +169,17 @@ def numbers_of_file(path: str, from_file: Dict[str, Any], parser: argparse.Argum
                               f"write {key} as one {kind}")
         numbers[key] = int(value) if kind == "int" else float(value)
     return numbers
+
+
+def stray_value(token: str, argv: Sequence[str]) -> ConfigError:
+    """The error for a value after an option's one value, as in a list written with spaces."""
+    at = len(argv) - 1 - list(reversed(argv)).index(token)
+    option = next((i for i in range(at - 1, -1, -1) if argv[i].startswith("--")), None)
+    if option is None:
+        return ConfigError(f"{token!r} on the command line follows no option", "remove it")
+    return ConfigError(f"{token!r} on the command line is a second value after {argv[option]}, which "
+                       "takes one", f"remove it; a list option takes its values joined by commas "
+                       f"({argv[option]} {','.join(argv[option + 1:at + 1])})")
 
 
 def unknown_option(token: str, known: Sequence[str], where: str) -> ConfigError:

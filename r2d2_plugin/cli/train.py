@@ -123,6 +123,9 @@ def prepare(args: Any) -> Any:
                 f"{count_parameters(alg.model)} trainable parameters")
     if args.resume:
         logger.info(f"resumed from {args.load_path} at iteration {alg.it}")
+        if alg.it >= args.num_train_iter:
+            logger.info(f"its run had finished (num_train_iter={args.num_train_iter}): nothing is "
+                        "trained, the weights are evaluated as they are")
     if main:
         alg.register_hook(ProgressHook(), "ProgressHook", "LOWEST")
         alg.register_hook(CurveHook(), "CurveHook", "LOWEST")

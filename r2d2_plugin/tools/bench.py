@@ -256,7 +256,12 @@ def plot(out: str, algorithms: Sequence[str], label_counts: Sequence[int], confi
         curves = read_curves(out, "r2d2", num_labels)
         for ax, key, label in zip(row, ("r2d2/pseudo_label_entropy", "r2d2/pseudo_label_acc"),
                                   ("entropy of softmax(ỹ) (nats)", "pseudo-label accuracy")):
-            ax.plot(*seed_mean(curves, key), color="C0")
+            logged = seed_mean(curves, key)
+            ax.plot(*logged, color="C0")
+            if not len(logged[0]):
+                ax.text(0.5, 0.5, "not measured: the unlabeled\nimages' labels are unknown",
+                        ha="center", va="center", transform=ax.transAxes)
+                ax.set_yticks([])
             for i, it in enumerate(schedule.repredict_iters):
                 ax.axvline(it, color="C3", ls="--", lw=0.8, label="reprediction" if i == 0 else None)
             ax.set(xlabel="iteration", ylabel=label, title=f"{num_labels} labels, {len(curves)} seeds (mean)")

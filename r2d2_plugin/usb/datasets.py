@@ -118,10 +118,18 @@ def check_num_classes(name: str, num_classes: int, found: int) -> None:
                           f"set num_classes: {found}")
 
 
+def check_img_size(name: str, img_size: int, size: int) -> None:
+    """Refuse an ``img_size`` other than the served images' own ``size`` (they are not resized)."""
+    if img_size != size:
+        raise ConfigError(f"img_size={img_size} but '{name}' serves images of {size}x{size} pixels, "
+                          "unresized", f"set img_size: {size}")
+
+
 def get_digits(args: Any, alg: str, num_labels: int, num_classes: int,
                include_lb_to_ulb: bool) -> Dict[str, Optional[BasicDataset]]:
     images, labels = digits_arrays()
     check_num_classes("digits", num_classes, DIGITS_CLASSES)
+    check_img_size("digits", args.img_size, DIGITS_SIZE)
     counts = np.bincount(labels, minlength=DIGITS_CLASSES)
     eval_idx = per_class_pick(labels, {c: n // 3 for c, n in enumerate(counts)}, DIGITS_EVAL_SEED)
     train_idx = np.setdiff1d(np.arange(len(labels)), eval_idx)
@@ -211,6 +219,11 @@ def get_npz(args: Any, alg: str, num_classes: int, include_lb_to_ulb: bool,
         labeled = np.flatnonzero(labels >= 0)
     found = int(max(labels.max(), ev[1].max())) + 1
     check_num_classes(data_dir, num_classes, found)
+    sizes = {images.shape[1:3], ev[0].shape[1:3]}
+    if len(sizes) > 1 or images.shape[1] != images.shape[2]:
+        raise ConfigError(f"{data_dir} holds images of {' and '.join(map(str, sorted(sizes)))} pixels",
+                          "save square images of one size for training and eval (npz does not resize)")
+    check_img_size(data_dir, args.img_size, images.shape[1])
     args.num_labels = len(labeled)
     lb, ulb = split_labeled(images, labels, np.arange(len(labels)), labeled, alg, include_lb_to_ulb)
     return build_dsets(alg, num_classes, lb, ulb, ev, args.crop_ratio)
