@@ -22,7 +22,7 @@ if __name__ == "__main__":
     saved = {"model": unwrapped(alg.model).state_dict(), "world_size": args.world_size,
              "final_acc": results["eval/final_acc"], "it": alg.it}
     if hasattr(alg, "store"):
-        saved.update(store=alg.store.full_logits(), pseudo_label_acc=alg.store.accuracy())
+        saved.update(store=alg.store.full_logits(), pseudo_label_acc=alg.store.accuracy(), lam=alg.lam)
     torch.save(saved, os.path.join(out, f"rank{args.rank}.pt"))
     if args.distributed:
         torch.distributed.destroy_process_group()

@@ -97,13 +97,16 @@ def test_usb_spawn_launch_is_refused_with_the_torchrun_command(option, monkeypat
 def test_sharded_store_keeps_the_replicated_store_bit_for_bit(tmp_path):
     """``r2d2_store_device: sharded`` (each process keeps every 2nd row) against the replicated
     store, 2 processes each: same store, same model, and a checkpoint holding the whole store.
-    Run with r2d2_strong, so its strong view and its R2 from USB's EMA weights go through DDP too."""
+    Run with r2d2_strong, so its strong view and its R2 from USB's EMA weights go through DDP too,
+    and with λ unset: the reference's step at the global batch, 2 processes x 8 x (1 + uratio 2)."""
     runs = {}
     for place in ("device", "sharded"):
         runs[place] = torchrun(2, tmp_path / place, short_argv(tmp_path / "runs", "--algorithm", "r2d2_strong",
-                                                               "--r2d2_store_device", place, name=place),
+                                                               "--r2d2_store_device", place,
+                                                               "--r2d2_lambda", "None", name=place),
                                tmp_path)
     replicated, sharded = runs["device"][0], runs["sharded"]
+    assert replicated["lam"] == sharded[1]["lam"] == 4000 * (2 * 8 * (1 + 2)) / 512
     assert torch.equal(sharded[0]["store"], replicated["store"])
     assert torch.equal(sharded[1]["store"], replicated["store"])
     assert sharded[0]["pseudo_label_acc"] == replicated["pseudo_label_acc"]

@@ -76,7 +76,7 @@ class R2D2(AlgorithmBase):
         super().__init__(args, net_builder, tb_log, logger)
         lam = args.r2d2_lambda
         self.init(alpha=args.r2d2_alpha, beta=args.r2d2_beta,
-                  lam=reference_lambda(args.batch_size, args.uratio) if lam is None else lam,
+                  lam=default_lambda(args) if lam is None else lam,
                   labeled_logit=args.r2d2_labeled_logit)
 
     def init(self, alpha: float, beta: float, lam: float, labeled_logit: float) -> None:
@@ -194,7 +194,7 @@ class R2D2(AlgorithmBase):
             source = "network's weak-view" if self.args.r2d2_repredict_from == "weak_view" else "frozen network's"
             return f"each row takes the {source} logits when training first reads it"
         accuracy = self.store.accuracy()
-        known = "" if accuracy != accuracy else f"pseudo-label acc {accuracy:.4f}, "
+        known = "" if math.isnan(accuracy) else f"pseudo-label acc {accuracy:.4f}, "
         return f"{known}entropy {self.store.mean_entropy():.4f}"
 
     def evaluate(self, eval_dest: str = "eval", *args: Any, **kwargs: Any) -> Optional[Dict[str, float]]:
@@ -227,7 +227,7 @@ class R2D2(AlgorithmBase):
             filled = self.repredictor.filled()
             for key, value in (("r2d2/pseudo_label_entropy", self.store.mean_entropy(filled)),
                                ("r2d2/pseudo_label_acc", self.store.accuracy(filled))):
-                if value == value:
+                if not math.isnan(value):
                     metrics[key] = value
         return metrics
 
@@ -296,7 +296,7 @@ class R2D2(AlgorithmBase):
             SSL_Argument("--r2d2_alpha", float, 0.1, "weight α of KL(f || softmax(y~))"),
             SSL_Argument("--r2d2_beta", float, 0.03, "weight β of the entropy H(f)"),
             SSL_Argument("--r2d2_lambda", none_or(float), None,
-                         "store lr λ; default 4000·B/512 (the reference's step at batch B)"),
+                         "store lr λ; default 4000·B/512 (the reference's step at the global batch B)"),
             SSL_Argument("--r2d2_labeled_logit", float, 10.0, "true-class logit of labeled targets"),
             SSL_Argument("--r2d2_labeled_loss", str, "d2",
                          "labeled samples' loss after the warm-up: d2 (the reference: the D2 loss "
@@ -346,7 +346,7 @@ def check_loss_options(args: Any) -> None:
     if lam is not None and not 0 < lam < math.inf:
         raise ConfigError(f"r2d2_lambda={lam} must be > 0 and finite",
                           "set a positive store lr, or leave r2d2_lambda unset for the reference's "
-                          f"4000·B/512 (= {reference_lambda(args.batch_size, args.uratio):g} here)")
+                          f"4000·B/512 (= {default_lambda(args):g} here)")
     if not 0 < args.r2d2_labeled_logit < math.inf:
         raise ConfigError(f"r2d2_labeled_logit={args.r2d2_labeled_logit} must be > 0 and finite",
                           "set the true-class logit of labeled targets to a positive number (the "
@@ -360,6 +360,12 @@ def check_loss_options(args: Any) -> None:
     check_store_options(args.r2d2_store_dtype, args.r2d2_store_device)
 
 
+def default_lambda(args: Any) -> float:
+    """The reference's store step at the run's global batch: every process's labeled and
+    unlabeled samples (``descend_store`` divides by that batch)."""
+    return reference_lambda(args.batch_size * args.world_size, args.uratio)
+
+
 def rng_state() -> Dict[str, Any]:
     """Python, NumPy, torch (and CUDA) RNG states, in types that ``torch.load`` accepts with
     ``weights_only=True`` (USB's ``load_model`` loads with the default)."""
@@ -368,7 +374,7 @@ def rng_state() -> Dict[str, Any]:
              "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's GPU: another machine may have fewer
     return state
 
 
@@ -379,4 +385,5 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        torch.cuda.set_rng_state(cuda if isinstance(cuda, torch.Tensor) else cuda[torch.cuda.current_device()])

@@ -12,7 +12,8 @@ def d2_loss(logits: torch.Tensor, target_logits: torch.Tensor, alpha: float, bet
     """Per-sample D2 loss α·KL(f ‖ softmax(ỹ)) + β·H(f), f = softmax(z).
 
     The paper's D2 objective (section "Deep decipher"); the order of the KL, network
-    distribution first, is the reference code's ``kl_reverse``. Gradients reach only z.
+    distribution first, is the reference code's ``kl_reverse``. The targets carry no gradient
+    (copies of the store's rows, fixed labeled targets), so gradients reach only z.
     """
     log_f = F.log_softmax(logits, dim=-1)
     f = log_f.exp()

@@ -35,8 +35,8 @@ def none_or(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
-def parse_float_list(value: Any, name: str = "r2d2_lr_r2") -> List[float]:
-    """Read a list of floats given as a YAML list or a comma-separated string."""
+def parse_float_list(value: Any) -> List[float]:
+    """Read ``r2d2_lr_r2``'s floats, given as a YAML list or a comma-separated string."""
     if isinstance(value, str):
         value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
     if isinstance(value, (int, float)):
@@ -44,8 +44,8 @@ def parse_float_list(value: Any, name: str = "r2d2_lr_r2") -> List[float]:
     try:
         return [float(v) for v in value]
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{name}={value!r} is not a list of numbers",
-                          f"give {name} as numbers, e.g. 0.12,0.08,0.04,0.004 or [0.12, 0.08, 0.04, 0.004]") from err
+        raise ConfigError(f"r2d2_lr_r2={value!r} is not a list of numbers", "give r2d2_lr_r2 as "
+                          "numbers, e.g. 0.12,0.08,0.04,0.004 or [0.12, 0.08, 0.04, 0.004]") from err
 
 
 @dataclass

@@ -30,6 +30,8 @@ Additions, not changes:
 
 - ``semilearn.core.algorithmbase.get_dataset`` (the name ``AlgorithmBase.set_dataset`` calls) learns
   the offline datasets ``digits``, ``fashionmnist`` and ``npz`` and hands every other name to USB's own function.
+- R2-D2 sets ``BasicDataset.alg`` of its unlabeled set (the algorithm name by which USB's dataset
+  picks the views it serves) to a weak-view-only name, per dataset object, not patched here.
 - ``semilearn.nets`` gains the net builders ``digits_cnn`` and ``resnet18`` (USB's ImageNet ResNet
   with basic blocks; USB ships only ``resnet50``) so ``get_net_builder`` finds them.
 """
