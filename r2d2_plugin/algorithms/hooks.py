@@ -105,6 +105,7 @@ class RepredictHook(Hook):
 
     @staticmethod
     def device(algorithm: Any) -> torch.device:
+        """The model's device."""
         return next(algorithm.model.parameters()).device
 
     def before_train_step(self, algorithm: Any) -> None:
@@ -256,6 +257,7 @@ class RepredictHook(Hook):
         return {"net": self.frozen_state, "unfilled": self.unfilled.cpu()}
 
     def load_state_dict(self, algorithm: Any, state: Optional[Dict[str, Any]]) -> None:
+        """Restore what ``state_dict`` saved: the frozen net and the rows still to fill."""
         self.frozen = self.frozen_state = self.unfilled = None
         if state is None:
             return

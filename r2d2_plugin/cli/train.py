@@ -31,6 +31,7 @@ from .wandb_logging import LeaderboardWandbHook
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's RNGs, as USB's ``train.py`` does."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -38,6 +39,7 @@ def seed_everything(seed: int) -> None:
 
 
 def make_logger(name: str) -> logging.Logger:
+    """A logger printing to the console (the launcher adds the run's ``log.txt``)."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False

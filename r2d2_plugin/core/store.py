@@ -80,6 +80,7 @@ class PseudoLabelStore:
         return rows.to(self.compute_device, torch.float32, non_blocking=True)
 
     def set_rows(self, positions: torch.Tensor, rows: torch.Tensor) -> None:
+        """Keep ``rows`` at ``positions``, in the store's dtype and place."""
         self.logits[positions.to(self.logits.device)] = rows.detach().to(self.logits.device, self.logits.dtype)
 
     def kept(self, idx: torch.Tensor, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

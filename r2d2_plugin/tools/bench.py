@@ -50,6 +50,7 @@ FIELDS = ["algorithm", "num_labels", "seed", "error_pct", "best_top1", "final_to
 
 
 def run_name(algorithm: str, num_labels: int, seed: int) -> str:
+    """A run's folder and file name."""
     return f"{algorithm}_{num_labels}_seed{seed}"
 
 
@@ -136,6 +137,7 @@ def one_run(config: str, algorithm: str, num_labels: int, seed: int, out: str, e
 
 
 def column(rows: List[Dict[str, str]], algorithm: str, key: str) -> np.ndarray:
+    """``key`` of ``algorithm``'s rows, as floats."""
     return np.array([float(r[key]) for r in rows if r["algorithm"] == algorithm])
 
 

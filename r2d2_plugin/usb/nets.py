@@ -14,6 +14,7 @@ Net = TypeVar("Net", bound=nn.Module)
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    """3x3 convolution, BatchNorm, ReLU."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
                          nn.BatchNorm2d(cout, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
 
