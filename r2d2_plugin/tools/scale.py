@@ -243,8 +243,8 @@ def digits_table(rows: List[Dict[str, str]], dtypes: Sequence[str], config: str)
     threads = sorted({r["threads"] for r in rows})
     lines = ["# Store dtype on digits (40 labels): error % of the final EMA weights", "",
              f"Each run: `OMP_NUM_THREADS={'/'.join(threads)} python -m r2d2_plugin.cli.train --c {config} "
-             "--r2d2_store_dtype DTYPE --seed SEED` (plus its save_dir / save_name), one run at a "
-             "time on this project's 2-core CPU machine; the 596-image eval set. Made by the "
+             "--r2d2_store_dtype DTYPE --seed SEED` (plus its save_dir / save_name) on this "
+             "project's 2-core CPU machines; the 596-image eval set. Made by the "
              "command in `COMMAND_digits`; per-run numbers in `digits.csv`.", "",
              f"Error %: {STD_NOTE}.", "",
              "| store dtype | error % final | error % best | seeds | "
@@ -291,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 print(rows[-1], flush=True)
                 write_rows(path, DIGITS_FIELDS, rows)
         with open(os.path.join(args.out, "digits.md"), "w") as f:
-            f.write(digits_table(rows, args.dtypes, args.c))
+            f.write(digits_table(read_rows(path), args.dtypes, args.c))  # as read back: strings
         return
     if args.distributed:
         dist.init_process_group("gloo")
