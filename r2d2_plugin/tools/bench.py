@@ -357,11 +357,9 @@ def check_same_settings(args: argparse.Namespace, extra: List[str], saved: argpa
     differ = [f"--c {saved.c}"] if args.c != saved.c else []
     if extra != saved_extra:
         differ.append(f"the options passed to every run: {' '.join(saved_extra) or 'none'}")
-    for algorithm in sorted(set(args.algorithms) & set(saved.algorithms)):
-        theirs = config_path(saved.c, saved.algorithm_config, algorithm, args.num_labels[0])
-        if args.c == saved.c and config_path(args.c, args.algorithm_config, algorithm,
-                                             args.num_labels[0]) != theirs:
-            differ.append(f"{algorithm}'s config {theirs}")
+    ours, theirs = (dict(o.split("=", 1) for o in a.algorithm_config) for a in (args, saved))
+    differ += [f"{a}'s config {theirs.get(a, saved.c)}" for a in sorted(set(args.algorithms) & set(saved.algorithms))
+               if ours.get(a, args.c) != theirs.get(a, saved.c) and args.c == saved.c]
     if differ:
         raise ConfigError(f"{args.out} holds runs made with other settings (its COMMAND has "
                           f"{'; '.join(differ)})", "give this command another --out, or the "
@@ -377,9 +375,9 @@ def suite_command(args: argparse.Namespace, extra: List[str], argv: Sequence[str
     seeds): then this one with the seeds of both."""
     saved = read_command(args.out, MODULE)
     if saved is not None and done:
-        check_same_settings(args, extra, *parse(saved))
-    if saved is not None and not done <= runs_of(args):
         suite, suite_extra = parse(saved)
+        check_same_settings(args, extra, suite, suite_extra)
+    if saved is not None and done and not done <= runs_of(args):
         if done | runs_of(args) <= runs_of(suite):
             print(f"=== bench: {args.out} holds runs this command does not ask for; its COMMAND, "
                   "table.md and plots stay those of its COMMAND", flush=True)
